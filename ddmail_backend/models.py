@@ -1,0 +1,90 @@
+"""Tables the backend owns: domains, mailboxes, aliases, tombstones and jobs."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ddmail_common.db import Base
+from ddmail_common.idempotency import idempotency_table
+
+GLOBAL = "global"
+ACCOUNT = "account"
+PENDING = "pending"
+ACTIVE = "active"
+DELETING = "deleting"
+
+
+class Domain(Base):
+    __tablename__ = "backend_domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    account: Mapped[str | None] = mapped_column(String(64), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    token: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(Integer)
+
+
+class Mailbox(Base):
+    __tablename__ = "backend_mailboxes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(254), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("backend_domains.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[int] = mapped_column(Integer)
+
+    domain: Mapped[Domain] = relationship()
+
+
+class Alias(Base):
+    __tablename__ = "backend_aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(254), unique=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("backend_domains.id"))
+    created_at: Mapped[int] = mapped_column(Integer)
+
+    destinations: Mapped[list[AliasDestination]] = relationship(
+        cascade="all, delete-orphan", order_by="AliasDestination.destination"
+    )
+
+
+class AliasDestination(Base):
+    __tablename__ = "backend_alias_destinations"
+
+    alias_id: Mapped[int] = mapped_column(
+        ForeignKey("backend_aliases.id", ondelete="CASCADE"), primary_key=True
+    )
+    destination: Mapped[str] = mapped_column(String(254), primary_key=True)
+
+
+class Tombstone(Base):
+    """An address that existed once; it can never be created again (no mail to a new owner)."""
+
+    __tablename__ = "backend_tombstones"
+
+    address: Mapped[str] = mapped_column(String(254), primary_key=True)
+    removed_at: Mapped[int] = mapped_column(Integer)
+
+
+class Job(Base):
+    __tablename__ = "backend_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_run_at: Mapped[int] = mapped_column(Integer, index=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+idempotency = idempotency_table("backend", Base.metadata)

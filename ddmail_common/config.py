@@ -1,0 +1,136 @@
+"""One TOML file per deployment, validated at start; secrets are file paths, never inline values."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Argon2Settings:
+    memory_kib: int = 19456  # OWASP minimum for argon2id: 19 MiB, t=2, p=1
+    time_cost: int = 2
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    db_url: str
+    backend_socket: Path
+    keyhandler_socket: Path
+    unlock_listen: tuple[str, int]
+    secret_files: dict[str, Path]
+    argon2: Argon2Settings
+    mail_root: Path
+    reserved_local_parts: frozenset[str] = frozenset()
+    postfix_reload: tuple[str, ...] = ()
+    dns_nameservers: tuple[str, ...] = ()
+    dns_port: int = 53
+    source: Path = field(default=Path("-"))
+
+    def secret(self, name: str) -> bytes:
+        """Read a secret from its file; refuse files that others may read."""
+        path = self.secret_files.get(name)
+        if path is None:
+            raise ConfigError(f"secrets.{name}: missing (a path to a file holding the secret)")
+        return read_secret_file(path, f"secrets.{name}")
+
+
+def read_secret_file(path: Path, setting: str) -> bytes:
+    try:
+        st = path.stat()
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if st.st_mode & stat.S_IROTH or st.st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{setting}: {path} is readable by others; use mode 0600 or 0640")
+    if len(data) < 32:
+        raise ConfigError(f"{setting}: {path} holds fewer than 32 bytes; generate a longer secret")
+    return data
+
+
+def _get(table: dict[str, Any], dotted: str, kind: type, default: Any = None) -> Any:
+    node: Any = table
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not None:
+                return default
+            raise ConfigError(f"{dotted}: missing")
+        node = node[part]
+    if kind is float and isinstance(node, int):
+        node = float(node)
+    if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
+        raise ConfigError(f"{dotted}: expected {kind.__name__}, got {type(node).__name__}")
+    return node
+
+
+def _listen(value: str, setting: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{setting}: expected HOST:PORT, got {value!r}")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{setting}: must listen on loopback only, got {host!r}")
+    return host, int(port)
+
+
+def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
+    argon = Argon2Settings(
+        memory_kib=_get(data, "keyhandler.argon2_memory_kib", int, Argon2Settings.memory_kib),
+        time_cost=_get(data, "keyhandler.argon2_time_cost", int, Argon2Settings.time_cost),
+        parallelism=_get(data, "keyhandler.argon2_parallelism", int, Argon2Settings.parallelism),
+    )
+    if argon.memory_kib < 8 * argon.parallelism or argon.time_cost < 1:
+        raise ConfigError("keyhandler.argon2_*: memory_kib >= 8*parallelism and time_cost >= 1")
+    secrets = _get(data, "secrets", dict)
+    for name, value in secrets.items():
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise ConfigError(f"secrets.{name}: expected an absolute file path, not a value")
+    reserved = _get(data, "backend.reserved_local_parts", list, [])
+    reload_cmd = _get(data, "backend.postfix_reload", list, [])
+    nameservers = _get(data, "backend.dns_nameservers", list, [])
+    for setting, items in (
+        ("backend.reserved_local_parts", reserved),
+        ("backend.postfix_reload", reload_cmd),
+        ("backend.dns_nameservers", nameservers),
+    ):
+        if not all(isinstance(x, str) for x in items):
+            raise ConfigError(f"{setting}: expected a list of strings")
+    return Config(
+        db_url=_get(data, "database.url", str),
+        backend_socket=Path(_get(data, "backend.socket", str)),
+        keyhandler_socket=Path(_get(data, "keyhandler.socket", str)),
+        unlock_listen=_listen(_get(data, "keyhandler.unlock_listen", str), "keyhandler.unlock_listen"),
+        secret_files={k: Path(v) for k, v in secrets.items()},
+        argon2=argon,
+        mail_root=Path(_get(data, "backend.mail_root", str)),
+        reserved_local_parts=frozenset(x.lower() for x in reserved),
+        postfix_reload=tuple(reload_cmd),
+        dns_nameservers=tuple(nameservers),
+        dns_port=_get(data, "backend.dns_port", int, 53),
+        source=source,
+    )
+
+
+def load(path: Path | None = None) -> Config:
+    """Load the deployment's config from PATH or $DDMAIL_CONFIG."""
+    if path is None:
+        env = os.environ.get("DDMAIL_CONFIG")
+        if not env:
+            raise ConfigError("no config file: pass --config or set DDMAIL_CONFIG")
+        path = Path(env)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    return parse(data, path)

@@ -1,0 +1,23 @@
+"""Alembic environment: one schema for the deployment, each table prefixed by its owner."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import ddmail_backend.models
+import ddmail_keyhandler.models  # noqa: F401 - registers the keyhandler's tables
+from ddmail_common.db import Base, make_engine
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or ""
+engine = make_engine(url)
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=url.startswith("sqlite"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()
+assert ddmail_backend.models  # both imports are for their side effect

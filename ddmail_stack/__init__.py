@@ -1,0 +1,1 @@
+"""DDMail: ddmail_stack."""

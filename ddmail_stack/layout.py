@@ -1,0 +1,157 @@
+"""Where everything of one local stack lives: paths under the state root and port numbers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_PORT_BASE = 20000
+GLOBAL_DOMAIN = "ddmail.test"
+# A unix socket path may not exceed 108 bytes; the longest one we make is run/dovecot/auth-postfix.
+MAX_ROOT_LEN = 60
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    root: Path
+    port_base: int = DEFAULT_PORT_BASE
+    db_url: str = ""
+
+    # ports (all on 127.0.0.1)
+    @property
+    def smtp_port(self) -> int:
+        return self.port_base + 25
+
+    @property
+    def submission_port(self) -> int:
+        return self.port_base + 587
+
+    @property
+    def smtps_port(self) -> int:
+        return self.port_base + 465
+
+    @property
+    def imaps_port(self) -> int:
+        return self.port_base + 993
+
+    @property
+    def lmtp_port(self) -> int:
+        return self.port_base + 24
+
+    @property
+    def sink_port(self) -> int:
+        return self.port_base + 26
+
+    @property
+    def web_port(self) -> int:
+        return self.port_base + 443
+
+    @property
+    def unlock_port(self) -> int:
+        """Keyhandler's loopback TCP listener for Dovecot's Lua passdb (http only, no sockets)."""
+        return self.port_base + 80
+
+    # directories
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def mail_root(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def sink_dir(self) -> Path:
+        return self.root / "sink"
+
+    @property
+    def db_dir(self) -> Path:
+        return self.root / "db"
+
+    @property
+    def postfix_dir(self) -> Path:
+        return self.etc / "postfix"
+
+    @property
+    def dovecot_dir(self) -> Path:
+        return self.etc / "dovecot"
+
+    @property
+    def postfix_queue(self) -> Path:
+        return self.root / "spool" / "postfix"
+
+    @property
+    def dovecot_base(self) -> Path:
+        return self.run / "dovecot"
+
+    @property
+    def effective_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.db_dir / 'ddmail.sqlite3'}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls / "ca.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.tls / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.tls / "server.key"
+
+    @property
+    def web_url(self) -> str:
+        return f"https://127.0.0.1:{self.web_port}"
+
+    def socket(self, service: str) -> Path:
+        return self.run / f"{service}.sock"
+
+    def stack_json(self) -> dict[str, object]:
+        return {
+            "web_url": self.web_url,
+            "smtp_port": self.smtp_port,
+            "submission_port": self.submission_port,
+            "smtps_port": self.smtps_port,
+            "imaps_port": self.imaps_port,
+            "lmtp_port": self.lmtp_port,
+            "sink_dir": str(self.sink_dir),
+            "mail_root": str(self.mail_root),
+            "log_dir": str(self.log_dir),
+            "tls_ca": str(self.ca_cert),
+            "db_url": self.effective_db_url,
+            "global_domain": GLOBAL_DOMAIN,
+            "port_base": self.port_base,
+            "backend_socket": str(self.socket("backend")),
+            "keyhandler_socket": str(self.socket("keyhandler")),
+            "config": str(self.etc / "ddmail.toml"),
+        }
+
+    def write_stack_json(self) -> None:
+        (self.root / "stack.json").write_text(json.dumps(self.stack_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, root: Path) -> StackLayout:
+        data = json.loads((root / "stack.json").read_text())
+        return cls(root=root, port_base=int(data["port_base"]), db_url=str(data["db_url"]))
+
+
+def as_dict(layout: StackLayout) -> dict[str, object]:
+    return asdict(layout)
