@@ -1,0 +1,198 @@
+"""The backend's signed JSON API (callers: the panel `web`, and the operator's `admin` CLI)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+
+from flask import Flask, Response, request
+
+from ddmail_backend.aliases import Aliases
+from ddmail_backend.dnscheck import DnsPythonResolver, Resolver
+from ddmail_backend.domains import Domains
+from ddmail_backend.jobs import JobQueue
+from ddmail_backend.mailboxes import Mailboxes
+from ddmail_backend.models import GLOBAL, idempotency
+from ddmail_common.api import authenticated, field, json_body, json_response, make_api
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import Config
+from ddmail_common.db import Database
+from ddmail_common.errors import bad_request
+from ddmail_common.idempotency import IdempotencyStore
+from ddmail_common.signing import NonceCache, Verifier
+
+log = logging.getLogger(__name__)
+PANEL = {"web", "admin"}
+ADMIN = {"admin"}
+
+
+def _account() -> str:
+    account = request.args.get("account", "")
+    if not account or len(account) > 64:
+        raise bad_request("The query parameter 'account' is missing or too long.")
+    return account
+
+
+def create_app(
+    cfg: Config, db: Database | None = None, resolver: Resolver | None = None,
+    run_jobs: bool = True,
+) -> Flask:
+    db = db or Database(cfg.db_url)
+    verifier = Verifier({"web": cfg.secret("web"), "admin": cfg.secret("admin")}, NonceCache())
+    app = make_api("ddmail_backend", verifier)
+    keyhandler = ServiceClient("backend", cfg.secret("backend"), cfg.keyhandler_socket, "key")
+    jobs = JobQueue(db)
+    domains = Domains(db, resolver or DnsPythonResolver(cfg.dns_nameservers, cfg.dns_port))
+    mailboxes = Mailboxes(db, keyhandler, jobs, cfg.mail_root, cfg.reserved_local_parts)
+    aliases = Aliases(db, cfg.reserved_local_parts)
+    idem = IdempotencyStore(db, idempotency)
+    app.extensions["ddmail_jobs"] = jobs
+    if run_jobs:
+        jobs.start(periodic=mailboxes.reap_pending)
+
+    def reload_postfix() -> None:
+        # Postfix caches which domains are local; a changed domain list needs a reload.
+        if cfg.postfix_reload:
+            subprocess.run(cfg.postfix_reload, check=False, capture_output=True, timeout=30)
+
+    # -- global domains (operator) --------------------------------------------------------
+    @app.post("/v1/domains/global")
+    @authenticated(ADMIN)
+    @idem.wrap
+    def add_global_domain() -> Response:
+        view = domains.add_global(field(json_body(), "name", str, 300))
+        reload_postfix()
+        return json_response(201, view.as_json())
+
+    @app.get("/v1/domains/global")
+    @authenticated(ADMIN)
+    def list_global_domains() -> Response:
+        return json_response(200, {"domains": [d.as_json() for d in domains.list(GLOBAL)]})
+
+    @app.post("/v1/domains/global/enabled")
+    @authenticated(ADMIN)
+    @idem.wrap
+    def set_global_enabled() -> Response:
+        data = json_body()
+        view = domains.set_global_enabled(field(data, "name", str, 300),
+                                          field(data, "enabled", bool))
+        reload_postfix()
+        return json_response(200, view.as_json())
+
+    # -- account domains -------------------------------------------------------------------
+    @app.get("/v1/domains")
+    @authenticated(PANEL)
+    def list_domains() -> Response:
+        account = _account()
+        own = [d.as_json() for d in domains.list(account=account)]
+        usable = [d.name for d in domains.list(GLOBAL) if d.enabled]
+        return json_response(200, {"domains": own, "global": usable})
+
+    @app.post("/v1/domains")
+    @authenticated(PANEL)
+    @idem.wrap
+    def add_domain() -> Response:
+        data = json_body()
+        view = domains.add_account_domain(field(data, "account", str, 64),
+                                          field(data, "name", str, 300))
+        return json_response(201, view.as_json())
+
+    @app.post("/v1/domains/verify")
+    @authenticated(PANEL)
+    @idem.wrap
+    def verify_domain() -> Response:
+        data = json_body()
+        view = domains.verify(field(data, "account", str, 64), field(data, "name", str, 300))
+        reload_postfix()
+        return json_response(200, view.as_json())
+
+    @app.post("/v1/domains/remove")
+    @authenticated(PANEL)
+    @idem.wrap
+    def remove_domain() -> Response:
+        data = json_body()
+        domains.remove(field(data, "account", str, 64), field(data, "name", str, 300))
+        reload_postfix()
+        return json_response(200, {"removed": True})
+
+    # -- accounts ---------------------------------------------------------------------------
+    @app.post("/v1/accounts/recovery-key")
+    @authenticated(PANEL)
+    @idem.wrap
+    def set_recovery_key() -> Response:
+        data = json_body()
+        account = field(data, "account", str, 64)
+        mailboxes.set_recovery_key(account, field(data, "secret", str, 1024))
+        return json_response(201, {"account": account})
+
+    # -- mailboxes --------------------------------------------------------------------------
+    @app.get("/v1/mailboxes")
+    @authenticated(PANEL)
+    def list_mailboxes() -> Response:
+        return json_response(200, {"mailboxes": mailboxes.list(_account())})
+
+    @app.post("/v1/mailboxes")
+    @authenticated(PANEL)
+    @idem.wrap
+    def add_mailbox() -> Response:
+        data = json_body()
+        made = mailboxes.add(field(data, "account", str, 64), field(data, "address", str, 300))
+        return json_response(201, {"id": made.id, "address": made.address,
+                                   "password": made.password})
+
+    @app.post("/v1/mailboxes/password")
+    @authenticated(PANEL)
+    @idem.wrap
+    def change_mailbox_password() -> Response:
+        data = json_body()
+        password = mailboxes.change_password(
+            field(data, "account", str, 64), field(data, "address", str, 300),
+            field(data, "current_password", str, 1024))
+        return json_response(200, {"password": password})
+
+    @app.post("/v1/mailboxes/reset")
+    @authenticated(PANEL)
+    @idem.wrap
+    def reset_mailbox_password() -> Response:
+        data = json_body()
+        password = mailboxes.reset_password(
+            field(data, "account", str, 64), field(data, "address", str, 300),
+            field(data, "recovery_secret", str, 1024))
+        return json_response(200, {"password": password})
+
+    @app.post("/v1/mailboxes/remove")
+    @authenticated(PANEL)
+    @idem.wrap
+    def remove_mailbox() -> Response:
+        data = json_body()
+        state = mailboxes.remove(field(data, "account", str, 64),
+                                 field(data, "address", str, 300))
+        return json_response(200, {"state": state})
+
+    # -- aliases ----------------------------------------------------------------------------
+    @app.get("/v1/aliases")
+    @authenticated(PANEL)
+    def list_aliases() -> Response:
+        return json_response(200, {"aliases": aliases.list(_account())})
+
+    @app.post("/v1/aliases")
+    @authenticated(PANEL)
+    @idem.wrap
+    def add_alias() -> Response:
+        data = json_body()
+        destinations = field(data, "destinations", list)
+        if not all(isinstance(d, str) for d in destinations):
+            raise bad_request("The field 'destinations' must be a list of addresses.")
+        made = aliases.add(field(data, "account", str, 64), field(data, "address", str, 300),
+                           destinations)
+        return json_response(201, made)
+
+    @app.post("/v1/aliases/remove")
+    @authenticated(PANEL)
+    @idem.wrap
+    def remove_alias() -> Response:
+        data = json_body()
+        aliases.remove(field(data, "account", str, 64), field(data, "address", str, 300))
+        return json_response(200, {"removed": True})
+
+    return app

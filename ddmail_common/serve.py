@@ -1,0 +1,60 @@
+"""Run a service's WSGI app under gunicorn, bound to its unix socket (and loopback ports)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ddmail_common import config as config_mod
+from ddmail_common.logredact import install as install_redaction
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._app
+
+
+def run(app: Any, binds: Sequence[str], threads: int = 8) -> None:
+    # One worker process: the replay cache of signed requests lives in it (signing.NonceCache).
+    # Threads give concurrency; argon2 and AES release the GIL.
+    GunicornApp(
+        app,
+        {
+            "bind": list(binds),
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": threads,
+            "umask": 0o117,
+            "timeout": 60,
+            "graceful_timeout": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+        },
+    ).run()
+
+
+def main_for(build: Callable[[config_mod.Config], Any], binds: Callable[[config_mod.Config], list[str]]) -> None:
+    """Console-script entry: `SERVICE --config FILE`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args()
+    install_redaction()
+    cfg = config_mod.load(args.config)
+    for bind in binds(cfg):
+        if bind.startswith("unix:"):
+            Path(bind[5:]).unlink(missing_ok=True)
+    run(build(cfg), binds(cfg))

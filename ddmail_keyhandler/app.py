@@ -1,0 +1,108 @@
+"""The keyhandler's API: signed calls from the backend, and the unlock endpoint for Dovecot."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, Response, request
+
+from ddmail_common.api import authenticated, field, json_body, json_response, make_api
+from ddmail_common.config import Config
+from ddmail_common.db import Database
+from ddmail_common.errors import ApiError, bad_request
+from ddmail_common.idempotency import IdempotencyStore
+from ddmail_common.signing import NonceCache, Verifier
+from ddmail_keyhandler.keys import KeyStore
+from ddmail_keyhandler.models import idempotency
+
+log = logging.getLogger(__name__)
+BACKEND = {"backend"}
+
+
+def _secret_field(data: dict[str, object], name: str) -> str:
+    value: str = field(data, name, str, max_len=1024)
+    if not value:
+        raise bad_request(f"The field '{name}' is empty.")
+    return value
+
+
+def create_app(cfg: Config, db: Database | None = None) -> Flask:
+    db = db or Database(cfg.db_url)
+    verifier = Verifier({"backend": cfg.secret("backend")}, NonceCache())
+    app = make_api("ddmail_keyhandler", verifier)
+    keys = KeyStore(db, cfg.argon2)
+    idem = IdempotencyStore(db, idempotency)
+    unlock_token = cfg.secret("dovecot")
+
+    @app.post("/v1/recovery-keys")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def set_recovery_key() -> Response:
+        data = json_body()
+        account = field(data, "account", str, 64)
+        keys.set_recovery_key(account, _secret_field(data, "secret").encode())
+        return json_response(201, {"account": account})
+
+    @app.post("/v1/keys")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def create_key() -> Response:
+        data = json_body()
+        public_key, password = keys.create(
+            field(data, "mailbox_id", str, 36),
+            field(data, "address", str, 254),
+            field(data, "account", str, 64),
+        )
+        return json_response(201, {"public_key": public_key, "password": password})
+
+    @app.get("/v1/keys/<mailbox_id>")
+    @authenticated(BACKEND)
+    def get_key(mailbox_id: str) -> Response:
+        public_key = keys.public_key(mailbox_id)
+        if public_key is None:
+            raise ApiError(404, "not_found", "No key for this mailbox.")
+        return json_response(200, {"public_key": public_key})
+
+    @app.post("/v1/keys/password")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def change_password() -> Response:
+        data = json_body()
+        password = keys.change_password(
+            field(data, "address", str, 254), _secret_field(data, "current_password")
+        )
+        return json_response(200, {"password": password})
+
+    @app.post("/v1/keys/reset")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def reset_password() -> Response:
+        data = json_body()
+        password = keys.reset_password(
+            field(data, "address", str, 254), _secret_field(data, "recovery_secret").encode()
+        )
+        return json_response(200, {"password": password})
+
+    @app.post("/v1/keys/destroy")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def destroy() -> Response:
+        destroyed = keys.destroy(field(json_body(), "mailbox_id", str, 36))
+        return json_response(200, {"destroyed": destroyed})
+
+    @app.post("/v1/unlock")
+    def unlock() -> Response:
+        # Dovecot's Lua passdb cannot compute HMACs, so this one endpoint takes a bearer token
+        # from a file only Dovecot's auth worker (root) can read; it grants nothing else.
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(presented, unlock_token):
+            raise ApiError(401, "bad_token", "The request is not authentic.")
+        data = json_body()
+        user = field(data, "user", str, 254).lower()
+        unlocked = keys.unlock(user, field(data, "password", str, 1024))
+        return json_response(
+            200, {"private_key": unlocked.private_key, "public_key": unlocked.public_key}
+        )
+
+    return app

@@ -1,0 +1,135 @@
+"""`ddmail`: run the local stack and the operator's admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ddmail_common.errors import ApiError
+from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
+from ddmail_stack.secrets import ensure_secret
+from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
+
+LOCAL_ACCOUNT = "local"
+
+
+def _root(text: str) -> Path:
+    return Path(text).absolute()
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    layout = StackLayout(root=args.root, port_base=args.port_base, db_url=args.db or "")
+    stack = Stack(layout)
+    try:
+        stack.up()
+    except BaseException:
+        stack.down()
+        raise
+    print(f"DDMail local stack is up in {layout.root}")
+    print(f"  panel       {layout.web_url}  (CA: {layout.ca_cert})")
+    print(f"  IMAPS       127.0.0.1:{layout.imaps_port}")
+    print(f"  submission  127.0.0.1:{layout.submission_port} (STARTTLS), "
+          f"127.0.0.1:{layout.smtps_port} (TLS)")
+    print(f"  MX          127.0.0.1:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}")
+    print(f"  try: ddmail stack add-mailbox --root {layout.root} you@{GLOBAL_DOMAIN}")
+    print("Press Ctrl-C to stop.", flush=True)
+    run_until_signalled(stack)
+    return 0
+
+
+def cmd_stack_down(args: argparse.Namespace) -> int:
+    pid_file = args.root / "run" / "stack.pid"
+    if not pid_file.exists():
+        print(f"no stack is running in {args.root}", file=sys.stderr)
+        return 1
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return 0
+    deadline = time.monotonic() + 60
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return 0 if not pid_file.exists() else 1
+
+
+def cmd_add_mailbox(args: argparse.Namespace) -> int:
+    layout = StackLayout.load(args.root)
+    client = admin_client(layout)
+    # Mailboxes made by hand belong to one local account whose recovery secret stays on disk.
+    secret = ensure_secret(layout.secrets / "local-account.recovery").decode()
+    try:
+        client.call("POST", "/v1/accounts/recovery-key", {"account": LOCAL_ACCOUNT, "secret": secret})
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    made = client.call("POST", "/v1/mailboxes", {"account": LOCAL_ACCOUNT, "address": args.address})
+    print(f"mailbox {made['address']} created; its password (shown once):")
+    print(made["password"])
+    return 0
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    client = admin_client(StackLayout.load(args.root))
+    if args.action == "list":
+        for d in client.call("GET", "/v1/domains/global")["domains"]:
+            print(f"{d['name']}\t{'enabled' if d['enabled'] else 'disabled'}")
+        return 0
+    if not args.name:
+        print("a domain name is required", file=sys.stderr)
+        return 2
+    if args.action == "add":
+        made = client.call("POST", "/v1/domains/global", {"name": args.name})
+    else:
+        made = client.call("POST", "/v1/domains/global/enabled",
+                           {"name": args.name, "enabled": args.action == "enable"})
+    print(f"{made['name']}\t{'enabled' if made['enabled'] else 'disabled'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddmail")
+    top = p.add_subparsers(dest="area", required=True)
+
+    stack = top.add_parser("stack", help="the local stack").add_subparsers(dest="cmd", required=True)
+    up = stack.add_parser("up", help="start everything and run until interrupted")
+    up.add_argument("--root", type=_root, required=True)
+    up.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
+    up.add_argument("--db", default=None, help="database URL (default: SQLite under --root)")
+    up.set_defaults(func=cmd_stack_up)
+    down = stack.add_parser("down", help="stop a running stack")
+    down.add_argument("--root", type=_root, required=True)
+    down.set_defaults(func=cmd_stack_down)
+    add = stack.add_parser("add-mailbox", help="create a mailbox and print its password")
+    add.add_argument("--root", type=_root, required=True)
+    add.add_argument("address")
+    add.set_defaults(func=cmd_add_mailbox)
+
+    admin = top.add_parser("admin", help="operator commands").add_subparsers(dest="cmd", required=True)
+    domain = admin.add_parser("domain", help="global domains")
+    domain.add_argument("action", choices=["add", "list", "disable", "enable"])
+    domain.add_argument("name", nargs="?")
+    domain.add_argument("--root", type=_root, required=True)
+    domain.set_defaults(func=cmd_domain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

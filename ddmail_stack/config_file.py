@@ -1,0 +1,42 @@
+"""The stack's ddmail.toml: the same settings a production deployment has, with local values."""
+
+from __future__ import annotations
+
+import json
+
+from ddmail_common.config import Config
+from ddmail_common.config import load as load_config
+from ddmail_stack.layout import StackLayout
+
+CALLERS = ("web", "admin", "backend", "dovecot")
+
+
+def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -> str:
+    q = json.dumps  # TOML basic strings are compatible with JSON strings
+    lines = [
+        "[database]",
+        f"url = {q(layout.effective_db_url)}",
+        "",
+        "[backend]",
+        f"socket = {q(str(layout.socket('backend')))}",
+        f"mail_root = {q(str(layout.mail_root))}",
+        f"postfix_reload = {q(['postfix', '-c', str(layout.postfix_dir), 'reload'])}",
+        "reserved_local_parts = []",
+        "",
+        "[keyhandler]",
+        f"socket = {q(str(layout.socket('keyhandler')))}",
+        f"unlock_listen = {q(f'127.0.0.1:{layout.unlock_port}')}",
+        f"argon2_memory_kib = {argon2_memory_kib}",
+        f"argon2_time_cost = {argon2_time_cost}",
+        "argon2_parallelism = 1",
+        "",
+        "[secrets]",
+    ]
+    lines += [f"{name} = {q(str(layout.secrets / (name + '.key')))}" for name in CALLERS]
+    return "\n".join(lines) + "\n"
+
+
+def load(layout: StackLayout) -> Config:
+    return load_config(layout.etc / "ddmail.toml")
+
+

@@ -1,0 +1,130 @@
+"""`ddmail stack up`: the whole product on loopback, from the production templates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ddmail_common.client import ServiceClient
+from ddmail_common.errors import ApiError
+from ddmail_common.migrate import upgrade
+from ddmail_stack import config_file, mta
+from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
+from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
+from ddmail_stack.secrets import ensure_secret
+from ddmail_stack.sink import start_sink
+from ddmail_stack.tls import make_local_tls
+
+# The local stack trades KDF cost for speed; production keeps the OWASP defaults (config.py).
+LOCAL_ARGON2_MEMORY_KIB = 19456
+LOCAL_ARGON2_TIME_COST = 2
+
+
+class StackError(Exception):
+    pass
+
+
+def prepare(layout: StackLayout) -> None:
+    """Directories, secrets, TLS, config file and database schema."""
+    if len(str(layout.root)) > MAX_ROOT_LEN:
+        raise StackError(f"--root must be at most {MAX_ROOT_LEN} characters (unix socket limit)")
+    for d in (layout.etc, layout.run, layout.secrets, layout.tls, layout.mail_root,
+              layout.log_dir, layout.sink_dir, layout.db_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    layout.secrets.chmod(0o700)
+    for name in config_file.CALLERS:
+        ensure_secret(layout.secrets / f"{name}.key")
+    make_local_tls(layout.ca_cert, layout.server_cert, layout.server_key,
+                   ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"])
+    (layout.etc / "ddmail.toml").write_text(
+        config_file.render(layout, LOCAL_ARGON2_MEMORY_KIB, LOCAL_ARGON2_TIME_COST))
+    upgrade(layout.effective_db_url)
+
+
+def admin_client(layout: StackLayout) -> ServiceClient:
+    cfg = config_file.load(layout)
+    return ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
+
+
+@dataclass
+class Stack:
+    layout: StackLayout
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sink: object | None = None
+
+    def start_service(self, name: str) -> None:
+        config = str(self.layout.etc / "ddmail.toml")
+        self.procs[name] = spawn([python_script(f"ddmail-{name}"), "--config", config],
+                                 self.layout.log_dir / f"{name}.log")
+        sock = self.layout.socket(name)
+        wait_for(name, lambda: sock.exists() and _unix_accepts(sock))
+
+    def stop_service(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            stop(proc)
+
+    def up(self) -> None:
+        L = self.layout
+        prepare(L)
+        self.start_service("keyhandler")
+        wait_for("keyhandler unlock port", lambda: port_open(L.unlock_port))
+        self.start_service("backend")
+        seed_global_domain(L)
+        mta.render_mail_config(L)
+        self.sink = start_sink(L.sink_dir, L.sink_port)
+        self.procs["dovecot"] = mta.start_dovecot(L)
+        self.procs["postfix"] = mta.start_postfix(L)
+        self.procs["web"] = spawn(
+            [python_script("ddmail-web"), "--listen", f"127.0.0.1:{L.web_port}",
+             "--certfile", str(L.server_cert), "--keyfile", str(L.server_key),
+             "--domain", GLOBAL_DOMAIN],
+            L.log_dir / "web.log")
+        for port in (L.smtp_port, L.submission_port, L.smtps_port, L.imaps_port, L.lmtp_port,
+                     L.web_port, L.sink_port):
+            wait_for(f"port {port}", lambda p=port: port_open(p))  # type: ignore[misc]
+        L.write_stack_json()
+
+    def down(self) -> None:
+        if "postfix" in self.procs:
+            mta.stop_postfix(self.layout, self.procs.pop("postfix"))
+        if "dovecot" in self.procs:
+            mta.stop_dovecot(self.procs.pop("dovecot"))
+        for name in list(self.procs):
+            self.stop_service(name)
+        if self.sink is not None:
+            self.sink.stop()  # type: ignore[attr-defined]
+        (self.layout.root / "stack.json").unlink(missing_ok=True)
+
+
+def _unix_accepts(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(str(path)) == 0
+
+
+def seed_global_domain(layout: StackLayout) -> None:
+    try:
+        admin_client(layout).call("POST", "/v1/domains/global", {"name": GLOBAL_DOMAIN})
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+
+
+def run_until_signalled(stack: Stack) -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    pid_file = stack.layout.run / "stack.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        done.wait()
+    finally:
+        stack.down()
+        pid_file.unlink(missing_ok=True)
