@@ -68,8 +68,11 @@ class Mailboxes:
             made = self.keyhandler.call(
                 "POST", "/v1/keys", {"mailbox_id": mailbox_id, "address": address, "account": account}
             )
-        except ApiError:
-            self._undo_pending(mailbox_id)
+        except ApiError as exc:
+            # A refused connection or a 4xx answer means no key was made; otherwise it may
+            # have been, and the undo must destroy it.
+            self._undo_pending(mailbox_id, key_may_exist=exc.code != "unreachable"
+                               and exc.status >= 500)
             raise
         try:
             with self.db.session() as s:
@@ -83,14 +86,15 @@ class Mailboxes:
             raise
         return NewMailbox(mailbox_id, address, str(made["password"]))
 
-    def _undo_pending(self, mailbox_id: str) -> None:
+    def _undo_pending(self, mailbox_id: str, key_may_exist: bool = True) -> None:
         """Destroy a possibly-made key, then drop the pending row. If the keyhandler cannot be
         reached the row stays pending (still invisible to mail) and reap_pending retries."""
-        try:
-            self.keyhandler.call("POST", "/v1/keys/destroy", {"mailbox_id": mailbox_id})
-        except ApiError:
-            log.warning("could not undo a pending mailbox yet; the reaper will retry")
-            return
+        if key_may_exist:
+            try:
+                self.keyhandler.call("POST", "/v1/keys/destroy", {"mailbox_id": mailbox_id})
+            except ApiError:
+                log.warning("could not undo a pending mailbox yet; the reaper will retry")
+                return
         with self.db.session() as s:
             row = s.get(Mailbox, mailbox_id)
             if row is not None and row.state == PENDING:

@@ -52,12 +52,20 @@ class ServiceClient:
             headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         conn = _UnixConnection(self.socket_path, self.timeout)
         try:
+            conn.connect()
+        except OSError:
+            # Nothing was sent: the caller knows for certain that nothing happened.
+            conn.close()
+            raise ApiError(
+                503, "unreachable", f"The {self.service} service is not reachable right now."
+            ) from None
+        try:
             conn.request(method.upper(), path, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException):
             raise ApiError(
-                503, "unavailable", f"The {self.service} service is not reachable right now."
+                503, "unavailable", f"The {self.service} service did not answer in time."
             ) from None
         finally:
             conn.close()

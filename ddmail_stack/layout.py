@@ -102,6 +102,26 @@ class StackLayout:
         return self.run / "dovecot"
 
     @property
+    def postfix_data(self) -> Path:
+        """Postfix data_directory (owned by the postfix user)."""
+        return self.root / "lib" / "postfix"
+
+    @property
+    def dovecot_state(self) -> Path:
+        """Dovecot state_dir."""
+        return self.root / "lib" / "dovecot"
+
+    @property
+    def dovecot_lmtp_socket(self) -> Path:
+        """Dovecot's LMTP unix socket (Postfix's virtual_transport)."""
+        return self.dovecot_base / "lmtp"
+
+    @property
+    def dovecot_auth_socket(self) -> Path:
+        """Dovecot's SASL socket for Postfix (mode 0660, user postfix)."""
+        return self.dovecot_base / "auth-postfix"
+
+    @property
     def effective_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.db_dir / 'ddmail.sqlite3'}"
 

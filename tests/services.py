@@ -1,0 +1,88 @@
+"""Backend and keyhandler apps served in-process on unix sockets (werkzeug), for fast tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from ddmail_backend.app import create_app as backend_app
+from ddmail_backend.dnscheck import FakeResolver
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import Config, parse
+from ddmail_common.migrate import upgrade
+
+CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1}
+
+
+def write_config(root: Path, db_url: str) -> Config:
+    secrets = {}
+    for name in ("web", "admin", "backend", "dovecot"):
+        path = root / f"{name}.key"
+        path.write_text(name * 16 + "-0123456789abcdef\n")
+        path.chmod(0o600)
+        secrets[name] = str(path)
+    return parse({
+        "database": {"url": db_url},
+        "backend": {"socket": str(root / "b.sock"), "mail_root": str(root / "mail")},
+        "keyhandler": {"socket": str(root / "k.sock"), "unlock_listen": "127.0.0.1:1",
+                       **CHEAP_ARGON2},
+        "secrets": secrets,
+    })
+
+
+@dataclass
+class Services:
+    cfg: Config
+    resolver: FakeResolver
+    web: ServiceClient
+    admin: ServiceClient
+    keyhandler_server: object
+
+    def stop_keyhandler(self) -> None:
+        self.keyhandler_server.shutdown()  # type: ignore[attr-defined]
+
+
+class _Server(threading.Thread):
+    def __init__(self, app: object, sock: Path) -> None:
+        super().__init__(daemon=True)
+        sock.unlink(missing_ok=True)
+        self.server = make_server(f"unix://{sock}", 0, app, threaded=True)  # type: ignore[arg-type]
+
+    def run(self) -> None:
+        self.server.serve_forever(poll_interval=0.05)
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def running_services(root: Path, db_url: str | None = None) -> Iterator[Services]:
+    from ddmail_keyhandler.app import create_app as keyhandler_app
+
+    db_url = db_url or f"sqlite:///{root / 'test.sqlite3'}"
+    upgrade(db_url)
+    cfg = write_config(root, db_url)
+    resolver = FakeResolver()
+    kh = _Server(keyhandler_app(cfg), cfg.keyhandler_socket)
+    be = _Server(backend_app(cfg, resolver=resolver, run_jobs=False), cfg.backend_socket)
+    kh.start()
+    be.start()
+    try:
+        yield Services(
+            cfg, resolver,
+            ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
+            ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend"),
+            kh,
+        )
+    finally:
+        be.shutdown()
+        try:
+            kh.shutdown()
+        except Exception:  # noqa: BLE001 - a test may have stopped it already
+            pass
