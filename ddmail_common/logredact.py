@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import IO
+from typing import Any, IO
 
 IP_PLACEHOLDER = "[ip]"
 SECRET_PLACEHOLDER = "[redacted]"  # noqa: S105 - the mask, not a secret
@@ -25,7 +25,7 @@ SECRET_PLACEHOLDER = "[redacted]"  # noqa: S105 - the mask, not a secret
 _V4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 _H = r"[0-9A-Fa-f]{1,4}"
 # Group counts are deliberately loose: a few non-addresses match, no real address is missed.
-# The patterns have no look-arounds, so an address glued to other text is still found.
+# Nothing checks what surrounds a match, so an address glued to other text is still found.
 _V6 = (
     rf"(?:(?:{_H}:){{7}}{_H}"  # 2001:db8:0:0:0:0:0:1
     rf"|(?:{_H}:){{6}}{_V4}"  # 0:0:0:0:0:ffff:192.0.2.7
@@ -34,10 +34,12 @@ _V6 = (
     r"(?:%[0-9A-Za-z._~-]+)?"  # zone id, as in fe80::1%eth0
 )
 # A bracketed literal ([192.0.2.7], [IPv6:::1]) is replaced whole, so "host[ip]" stays readable.
-# IPv6 comes first because it may end in an IPv4 address. The look-ahead only skips, cheaply,
-# positions where no address can start.
-_IP = re.compile(rf"(?=[\[0-9A-Fa-f:])(?:\[(?:[Ii][Pp][Vv]6:)?(?:{_V6}|{_V4})\]|{_V6}|{_V4})")
-_IPV4 = re.compile(rf"(?=[\[0-9])(?:\[{_V4}\]|{_V4})")
+# IPv6 comes first because it may end in an IPv4 address. The look-ahead cheaply skips
+# positions where no address can start: every one begins with "[", ":", or hex then ":" or ".".
+_IP = re.compile(
+    rf"(?=\[|:|[0-9A-Fa-f]{{1,4}}[:.])(?:\[(?:[Ii][Pp][Vv]6:)?(?:{_V6}|{_V4})\]|{_V6}|{_V4})"
+)
+_IPV4 = re.compile(rf"(?=\[|[0-9]{{1,3}}\.)(?:\[{_V4}\]|{_V4})")
 
 _KEY_VALUE = re.compile(
     r"""(?i)((?:password|passwd|pass|secret|token|key)=)(?:"[^"]*"|'[^']*'|\S+)"""
@@ -51,7 +53,7 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
 _B64 = r"[A-Za-z0-9+/=_-]"
 # A maximal run of base64/base64url characters; a run directly before "@" is the left part of
 # a message-id or address, not a key.
-_BLOB = re.compile(rf"(?<!{_B64}){_B64}{{40,}}(?![@]|{_B64})")
+_BLOB = re.compile(rf"(?<!{_B64}){_B64}{{40,}}(?!@|{_B64})")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
@@ -67,13 +69,13 @@ def _mask_blob(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """Return TEXT with IP addresses replaced by ``[ip]`` and secrets by ``[redacted]``."""
+    # Every line passes through here, so cheap substring tests pick the patterns worth running:
+    # an IPv6 address has "::" or at least six colons, and the IPv6 pattern is the slow one.
     # IP addresses go first: masking a secret glued to an address could cut the address in
     # two and leave part of it unrecognised.
-    # Every line passes through here, so cheap substring tests pick the patterns worth running.
-    # An IPv6 address has "::" or at least six colons; the full pattern is the slow one.
     ip = _IP if "::" in text or text.count(":") >= 6 else _IPV4
     text = ip.sub(IP_PLACEHOLDER, text)
-    lowered = text.lower()
+    lowered = text.casefold()
     masked = rf"\g<1>{SECRET_PLACEHOLDER}"
     if "authorization" in lowered:
         text = _AUTHORIZATION.sub(masked, text)
@@ -105,16 +107,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install(logger: logging.Logger | None = None) -> None:
-    """Attach a RedactingFilter to every handler of LOGGER (the root logger by default).
+def install() -> None:
+    """Redact every log record of this process, whichever logger or handler emits it (gunicorn,
+    Flask and late-configured handlers included): the record factory formats the message once
+    and stores only its redacted text."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "ddmail_redacting", False):
+        return
+    scrub = RedactingFilter()
 
-    Handler filters, unlike logger filters, also see records propagated from child loggers.
-    Handlers added later are not covered, so call this after logging is configured.
-    """
-    target = logger if logger is not None else logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        scrub.filter(record)
+        return record
+
+    factory.ddmail_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def pump(src: IO[bytes], dst_path: Path) -> None:

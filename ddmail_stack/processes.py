@@ -19,7 +19,7 @@ from ddmail_common.logredact import pump
 def log_pipe(log_file: Path) -> tuple[int, threading.Thread]:
     """A pipe whose read end is pumped, redacted, into LOG_FILE; returns the write fd."""
     read_fd, write_fd = os.pipe()
-    reader: IO[bytes] = os.fdopen(read_fd, "rb", buffering=0)
+    reader: IO[bytes] = os.fdopen(read_fd, "rb")
     thread = threading.Thread(target=pump, args=(reader, log_file), daemon=True)
     thread.start()
     return write_fd, thread

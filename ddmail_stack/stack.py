@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import signal
 import subprocess
@@ -43,6 +44,21 @@ def prepare(layout: StackLayout) -> None:
     (layout.etc / "ddmail.toml").write_text(
         config_file.render(layout, LOCAL_ARGON2_MEMORY_KIB, LOCAL_ARGON2_TIME_COST))
     upgrade(layout.effective_db_url)
+    if layout.effective_db_url.startswith("sqlite"):
+        share_sqlite_with_postfix(layout.db_dir)
+
+
+def share_sqlite_with_postfix(db_dir: Path) -> None:
+    """Postfix's lookup processes read the SQLite file as user postfix (they drop supplementary
+    groups), and a WAL reader needs write access to the -shm file: group postfix, 0660, in a
+    setgid directory. Dovecot's userdb reads as root. Production uses PostgreSQL, where the mail
+    daemons get a SELECT-only role on the views."""
+    gid = grp.getgrnam("postfix").gr_gid
+    os.chown(db_dir, 0, gid)
+    db_dir.chmod(0o2770)
+    for path in db_dir.iterdir():
+        os.chown(path, 0, gid)
+        path.chmod(0o660)
 
 
 def admin_client(layout: StackLayout) -> ServiceClient:
@@ -60,6 +76,8 @@ class Stack:
         config = str(self.layout.etc / "ddmail.toml")
         self.procs[name] = spawn([python_script(f"ddmail-{name}"), "--config", config],
                                  self.layout.log_dir / f"{name}.log")
+        # Tests and operators find a service by its pid file (its process group leader).
+        (self.layout.run / f"{name}.pid").write_text(f"{self.procs[name].pid}\n")
         sock = self.layout.socket(name)
         wait_for(name, lambda: sock.exists() and _unix_accepts(sock))
 

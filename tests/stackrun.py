@@ -1,0 +1,139 @@
+"""Start `ddmail stack up` as a subprocess for tests and talk to it like a user would."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import random
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from ddmail_common.client import ServiceClient
+
+VENV_BIN = Path(sys.executable).parent
+TEST_ACCOUNT = "test-account"
+TEST_RECOVERY = "test-recovery-secret-" + "r" * 24
+
+
+def postgres_url() -> str | None:
+    """A fresh PostgreSQL database when DDMAIL_TEST_DB=postgresql (see ./dev setup_postgres)."""
+    if os.environ.get("DDMAIL_TEST_DB") != "postgresql":
+        return None
+    import psycopg
+
+    name = "ddmail_t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect("host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://ddmail_test:ddmail_test@127.0.0.1:5432/{name}"
+
+
+@dataclass
+class RunningStack:
+    root: Path
+    info: dict[str, Any]
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.info["log_dir"])
+
+    @property
+    def mail_root(self) -> Path:
+        return Path(self.info["mail_root"])
+
+    def client(self, caller: str = "web") -> ServiceClient:
+        secret = (self.root / "secrets" / f"{caller}.key").read_bytes().strip()
+        return ServiceClient(caller, secret, Path(self.info["backend_socket"]), "backend")
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.info["tls_ca"])
+
+    def new_mailbox(self, local: str | None = None) -> tuple[str, str]:
+        address = f"{local or 'u' + uuid.uuid4().hex[:10]}@{self.info['global_domain']}"
+        made = self.client().call("POST", "/v1/mailboxes",
+                                  {"account": TEST_ACCOUNT, "address": address})
+        return str(made["address"]), str(made["password"])
+
+    def smtp(self, port_name: str = "smtp_port") -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.info[port_name], timeout=30)
+
+    def smtps(self) -> smtplib.SMTP_SSL:
+        return smtplib.SMTP_SSL("127.0.0.1", self.info["smtps_port"], timeout=30,
+                                context=self.tls())
+
+    def imap(self) -> imaplib.IMAP4_SSL:
+        return imaplib.IMAP4_SSL("127.0.0.1", self.info["imaps_port"], ssl_context=self.tls(),
+                                 timeout=30)
+
+    def deliver(self, to: str, subject: str, body: str, sender: str = "someone@example.org") -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+        msg.set_content(body)
+        with self.smtp() as s:
+            s.send_message(msg)
+
+    def postqueue(self) -> list[dict[str, Any]]:
+        out = subprocess.run(["postqueue", "-c", str(self.root / "etc" / "postfix"), "-j"],
+                             capture_output=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def flush_queue(self) -> None:
+        subprocess.run(["postqueue", "-c", str(self.root / "etc" / "postfix"), "-f"], check=True)
+
+    def service_pid(self, name: str) -> int:
+        return int((self.root / "run" / f"{name}.pid").read_text())
+
+
+def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_stack() -> RunningStack:
+    root = Path(tempfile.mkdtemp(prefix="ddm-", dir="/tmp"))
+    port_base = random.randrange(21000, 40000, 1000)
+    argv = [str(VENV_BIN / "ddmail"), "stack", "up", "--root", str(root),
+            "--port-base", str(port_base)]
+    db_url = postgres_url()
+    if db_url:
+        argv += ["--db", db_url]
+    out = (root / "stack-up.out").open("wb")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not (root / "stack.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_stack_proc(proc)
+            raise RuntimeError("stack did not start:\n" + (root / "stack-up.out").read_text())
+        time.sleep(0.2)
+    stack = RunningStack(root, json.loads((root / "stack.json").read_text()), proc)
+    client = stack.client()
+    client.call("POST", "/v1/accounts/recovery-key",
+                {"account": TEST_ACCOUNT, "secret": TEST_RECOVERY})
+    return stack
+
+
+def stop_stack_proc(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
