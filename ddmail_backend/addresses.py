@@ -39,9 +39,10 @@ def check_new_address(
     # A removed address stays removed: a new owner must never receive the old owner's mail.
     if s.get(Tombstone, address) is not None:
         raise conflict("This address was used before and cannot be created again.", "address_taken")
-    taken = s.execute(select(Mailbox.id).where(Mailbox.address == address)).first() or s.execute(
-        select(Alias.id).where(Alias.address == address)
-    ).first()
+    taken = (
+        s.execute(select(Mailbox.id).where(Mailbox.address == address)).first()
+        or s.execute(select(Alias.id).where(Alias.address == address)).first()
+    )
     if taken:
         raise conflict("This address is already taken.", "address_taken")
     return domain

@@ -27,32 +27,48 @@ class Aliases:
         targets = sorted({parse_address(d) for d in destinations})
         with self.db.session() as s:
             domain = check_new_address(s, account, address, self.reserved_extra)
-            own = set(s.execute(select(Mailbox.address).where(
-                Mailbox.account == account, Mailbox.state == ACTIVE,
-                Mailbox.address.in_(targets))).scalars())
+            own = set(
+                s.execute(
+                    select(Mailbox.address).where(
+                        Mailbox.account == account,
+                        Mailbox.state == ACTIVE,
+                        Mailbox.address.in_(targets),
+                    )
+                ).scalars()
+            )
             missing = [t for t in targets if t not in own]
             if missing:
                 raise rule_violated(
                     "Destinations must be mailboxes of this account: " + ", ".join(missing),
                     "invalid_destination",
                 )
-            s.add(Alias(account=account, address=address, domain_id=domain.id,
-                        created_at=int(time.time()),
-                        destinations=[AliasDestination(destination=t) for t in targets]))
+            s.add(
+                Alias(
+                    account=account,
+                    address=address,
+                    domain_id=domain.id,
+                    created_at=int(time.time()),
+                    destinations=[AliasDestination(destination=t) for t in targets],
+                )
+            )
         return {"address": address, "destinations": targets}
 
     def list(self, account: str) -> list[dict[str, object]]:
         with self.db.session() as s:
-            rows = s.execute(select(Alias).where(Alias.account == account)
-                             .order_by(Alias.address)).scalars()
-            return [{"address": a.address, "destinations": [d.destination for d in a.destinations]}
-                    for a in rows]
+            rows = s.execute(
+                select(Alias).where(Alias.account == account).order_by(Alias.address)
+            ).scalars()
+            return [
+                {"address": a.address, "destinations": [d.destination for d in a.destinations]}
+                for a in rows
+            ]
 
     def remove(self, account: str, address_text: str) -> None:
         address = parse_address(address_text)
         with self.db.session() as s:
-            alias = s.execute(select(Alias).where(
-                Alias.address == address, Alias.account == account)).scalar()
+            alias = s.execute(
+                select(Alias).where(Alias.address == address, Alias.account == account)
+            ).scalar()
             if alias is None:
                 raise not_found("No such alias in this account.")
             s.delete(alias)

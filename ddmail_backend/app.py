@@ -34,7 +34,9 @@ def _account() -> str:
 
 
 def create_app(
-    cfg: Config, db: Database | None = None, resolver: Resolver | None = None,
+    cfg: Config,
+    db: Database | None = None,
+    resolver: Resolver | None = None,
     run_jobs: bool = True,
 ) -> Flask:
     db = db or Database(cfg.db_url)
@@ -74,8 +76,9 @@ def create_app(
     @idem.wrap
     def set_global_enabled() -> Response:
         data = json_body()
-        view = domains.set_global_enabled(field(data, "name", str, 300),
-                                          field(data, "enabled", bool))
+        view = domains.set_global_enabled(
+            field(data, "name", str, 300), field(data, "enabled", bool)
+        )
         reload_postfix()
         return json_response(200, view.as_json())
 
@@ -93,8 +96,9 @@ def create_app(
     @idem.wrap
     def add_domain() -> Response:
         data = json_body()
-        view = domains.add_account_domain(field(data, "account", str, 64),
-                                          field(data, "name", str, 300))
+        view = domains.add_account_domain(
+            field(data, "account", str, 64), field(data, "name", str, 300)
+        )
         return json_response(201, view.as_json())
 
     @app.post("/v1/domains/verify")
@@ -137,8 +141,9 @@ def create_app(
     def add_mailbox() -> Response:
         data = json_body()
         made = mailboxes.add(field(data, "account", str, 64), field(data, "address", str, 300))
-        return json_response(201, {"id": made.id, "address": made.address,
-                                   "password": made.password})
+        return json_response(
+            201, {"id": made.id, "address": made.address, "password": made.password}
+        )
 
     @app.post("/v1/mailboxes/password")
     @authenticated(PANEL)
@@ -146,8 +151,10 @@ def create_app(
     def change_mailbox_password() -> Response:
         data = json_body()
         password = mailboxes.change_password(
-            field(data, "account", str, 64), field(data, "address", str, 300),
-            field(data, "current_password", str, 1024))
+            field(data, "account", str, 64),
+            field(data, "address", str, 300),
+            field(data, "current_password", str, 1024),
+        )
         return json_response(200, {"password": password})
 
     @app.post("/v1/mailboxes/reset")
@@ -156,8 +163,10 @@ def create_app(
     def reset_mailbox_password() -> Response:
         data = json_body()
         password = mailboxes.reset_password(
-            field(data, "account", str, 64), field(data, "address", str, 300),
-            field(data, "recovery_secret", str, 1024))
+            field(data, "account", str, 64),
+            field(data, "address", str, 300),
+            field(data, "recovery_secret", str, 1024),
+        )
         return json_response(200, {"password": password})
 
     @app.post("/v1/mailboxes/remove")
@@ -165,8 +174,7 @@ def create_app(
     @idem.wrap
     def remove_mailbox() -> Response:
         data = json_body()
-        state = mailboxes.remove(field(data, "account", str, 64),
-                                 field(data, "address", str, 300))
+        state = mailboxes.remove(field(data, "account", str, 64), field(data, "address", str, 300))
         return json_response(200, {"state": state})
 
     # -- aliases ----------------------------------------------------------------------------
@@ -183,8 +191,9 @@ def create_app(
         destinations = field(data, "destinations", list)
         if not all(isinstance(d, str) for d in destinations):
             raise bad_request("The field 'destinations' must be a list of addresses.")
-        made = aliases.add(field(data, "account", str, 64), field(data, "address", str, 300),
-                           destinations)
+        made = aliases.add(
+            field(data, "account", str, 64), field(data, "address", str, 300), destinations
+        )
         return json_response(201, made)
 
     @app.post("/v1/aliases/remove")

@@ -55,8 +55,13 @@ class Domains:
             if s.execute(select(Domain).where(Domain.name == name)).scalar() is not None:
                 raise conflict("This domain exists already.", "domain_exists")
             domain = Domain(
-                name=name, kind=GLOBAL, account=None, enabled=True, verified=True,
-                token=None, created_at=int(time.time()),
+                name=name,
+                kind=GLOBAL,
+                account=None,
+                enabled=True,
+                verified=True,
+                token=None,
+                created_at=int(time.time()),
             )
             s.add(domain)
         return _view(domain)
@@ -88,8 +93,13 @@ class Domains:
                 # Same answer whether another account has it or this one: no ownership leak.
                 raise conflict("This domain is already in use.", "domain_exists")
             domain = Domain(
-                name=name, kind=ACCOUNT, account=account, enabled=True, verified=False,
-                token=secrets.token_urlsafe(24), created_at=int(time.time()),
+                name=name,
+                kind=ACCOUNT,
+                account=account,
+                enabled=True,
+                verified=False,
+                token=secrets.token_urlsafe(24),
+                created_at=int(time.time()),
             )
             s.add(domain)
         return _view(domain)
@@ -121,11 +131,14 @@ class Domains:
     def remove(self, account: str, text: str) -> None:
         domain = self.owned(account, text)
         with self.db.session() as s:
-            used = s.execute(
-                select(func.count()).select_from(Mailbox).where(Mailbox.domain_id == domain.id)
-            ).scalar_one() + s.execute(
-                select(func.count()).select_from(Alias).where(Alias.domain_id == domain.id)
-            ).scalar_one()
+            used = (
+                s.execute(
+                    select(func.count()).select_from(Mailbox).where(Mailbox.domain_id == domain.id)
+                ).scalar_one()
+                + s.execute(
+                    select(func.count()).select_from(Alias).where(Alias.domain_id == domain.id)
+                ).scalar_one()
+            )
             if used:
                 raise rule_violated(
                     "Remove the domain's mailboxes and aliases first.", "domain_in_use"

@@ -31,8 +31,13 @@ class JobQueue:
 
     def enqueue(self, kind: str, payload: dict[str, Any]) -> int:
         with self.db.session() as s:
-            job = Job(kind=kind, payload=json.dumps(payload), attempts=0,
-                      next_run_at=int(time.time()), done=False)
+            job = Job(
+                kind=kind,
+                payload=json.dumps(payload),
+                attempts=0,
+                next_run_at=int(time.time()),
+                done=False,
+            )
             s.add(job)
             s.flush()
             return job.id
@@ -46,7 +51,7 @@ class JobQueue:
             kind, payload = job.kind, json.loads(job.payload)
         try:
             self.handlers[kind](payload)
-        except Exception as exc:  # noqa: BLE001 - any failure is retried later
+        except Exception as exc:
             with self.db.session() as s:
                 job = s.get(Job, job_id)
                 if job is not None:
@@ -65,10 +70,13 @@ class JobQueue:
     def run_due(self) -> int:
         """Run every job that is due; return how many are still pending."""
         with self.db.session() as s:
-            due = list(s.execute(
-                select(Job.id).where(Job.done.is_(False), Job.next_run_at <= int(time.time()))
-                .order_by(Job.id)
-            ).scalars())
+            due = list(
+                s.execute(
+                    select(Job.id)
+                    .where(Job.done.is_(False), Job.next_run_at <= int(time.time()))
+                    .order_by(Job.id)
+                ).scalars()
+            )
         return sum(0 if self.run_one(job_id) else 1 for job_id in due)
 
     def pending(self) -> int:
@@ -82,7 +90,7 @@ class JobQueue:
                     if periodic is not None:
                         periodic()
                     self.run_due()
-                except Exception as exc:  # noqa: BLE001 - the loop must survive a DB hiccup
+                except Exception as exc:
                     log.warning("job loop: %s", type(exc).__name__)
 
         threading.Thread(target=loop, name="ddmail-jobs", daemon=True).start()

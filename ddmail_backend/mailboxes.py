@@ -20,7 +20,15 @@ from sqlalchemy import select
 
 from ddmail_backend.addresses import check_new_address, parse_address
 from ddmail_backend.jobs import JobQueue
-from ddmail_backend.models import ACTIVE, DELETING, PENDING, Alias, AliasDestination, Mailbox, Tombstone
+from ddmail_backend.models import (
+    ACTIVE,
+    DELETING,
+    PENDING,
+    Alias,
+    AliasDestination,
+    Mailbox,
+    Tombstone,
+)
 from ddmail_common.client import ServiceClient
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError, not_found
@@ -62,17 +70,30 @@ class Mailboxes:
         now = int(time.time())
         with self.db.session() as s:
             domain = check_new_address(s, account, address, self.reserved_extra)
-            s.add(Mailbox(id=mailbox_id, account=account, address=address, domain_id=domain.id,
-                          state=PENDING, public_key=None, created_at=now, updated_at=now))
+            s.add(
+                Mailbox(
+                    id=mailbox_id,
+                    account=account,
+                    address=address,
+                    domain_id=domain.id,
+                    state=PENDING,
+                    public_key=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
         try:
             made = self.keyhandler.call(
-                "POST", "/v1/keys", {"mailbox_id": mailbox_id, "address": address, "account": account}
+                "POST",
+                "/v1/keys",
+                {"mailbox_id": mailbox_id, "address": address, "account": account},
             )
         except ApiError as exc:
             # A refused connection or a 4xx answer means no key was made; otherwise it may
             # have been, and the undo must destroy it.
-            self._undo_pending(mailbox_id, key_may_exist=exc.code != "unreachable"
-                               and exc.status >= 500)
+            self._undo_pending(
+                mailbox_id, key_may_exist=exc.code != "unreachable" and exc.status >= 500
+            )
             raise
         try:
             with self.db.session() as s:
@@ -104,15 +125,19 @@ class Mailboxes:
         """Finish undoing mailboxes whose creation was interrupted (crash, timeout)."""
         horizon = int(time.time()) - STALE_PENDING_SECONDS
         with self.db.session() as s:
-            stale = list(s.execute(select(Mailbox.id).where(
-                Mailbox.state == PENDING, Mailbox.created_at < horizon)).scalars())
+            stale = list(
+                s.execute(
+                    select(Mailbox.id).where(Mailbox.state == PENDING, Mailbox.created_at < horizon)
+                ).scalars()
+            )
         for mailbox_id in stale:
             self._undo_pending(mailbox_id)
 
     def list(self, account: str) -> list[dict[str, object]]:
         with self.db.session() as s:
             rows = s.execute(
-                select(Mailbox).where(Mailbox.account == account, Mailbox.state != PENDING)
+                select(Mailbox)
+                .where(Mailbox.account == account, Mailbox.state != PENDING)
                 .order_by(Mailbox.address)
             ).scalars()
             return [{"id": m.id, "address": m.address, "state": m.state} for m in rows]
@@ -120,23 +145,31 @@ class Mailboxes:
     def owned(self, account: str, address_text: str) -> Mailbox:
         address = parse_address(address_text)
         with self.db.session() as s:
-            row = s.execute(select(Mailbox).where(
-                Mailbox.address == address, Mailbox.account == account, Mailbox.state == ACTIVE
-            )).scalar()
+            row = s.execute(
+                select(Mailbox).where(
+                    Mailbox.address == address, Mailbox.account == account, Mailbox.state == ACTIVE
+                )
+            ).scalar()
         if row is None:
             raise not_found("No such mailbox in this account.")
         return row
 
     def change_password(self, account: str, address: str, current_password: str) -> str:
         mailbox = self.owned(account, address)
-        answer = self.keyhandler.call("POST", "/v1/keys/password",
-                                      {"address": mailbox.address, "current_password": current_password})
+        answer = self.keyhandler.call(
+            "POST",
+            "/v1/keys/password",
+            {"address": mailbox.address, "current_password": current_password},
+        )
         return str(answer["password"])
 
     def reset_password(self, account: str, address: str, recovery_secret: str) -> str:
         mailbox = self.owned(account, address)
-        answer = self.keyhandler.call("POST", "/v1/keys/reset",
-                                      {"address": mailbox.address, "recovery_secret": recovery_secret})
+        answer = self.keyhandler.call(
+            "POST",
+            "/v1/keys/reset",
+            {"address": mailbox.address, "recovery_secret": recovery_secret},
+        )
         return str(answer["password"])
 
     def remove(self, account: str, address: str) -> str:
@@ -174,8 +207,15 @@ class Mailboxes:
         with self.db.session() as s:
             if s.get(Tombstone, address) is None:
                 s.add(Tombstone(address=address, removed_at=int(time.time())))
-            aliases = s.execute(select(Alias).join(AliasDestination).where(
-                AliasDestination.destination == address)).scalars().all()
+            aliases = (
+                s.execute(
+                    select(Alias)
+                    .join(AliasDestination)
+                    .where(AliasDestination.destination == address)
+                )
+                .scalars()
+                .all()
+            )
             for alias in aliases:
                 alias.destinations = [d for d in alias.destinations if d.destination != address]
                 if not alias.destinations:

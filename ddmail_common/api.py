@@ -59,7 +59,7 @@ def authenticated(callers: Iterable[str]) -> Callable[[F], F]:
             body = request.get_data(cache=True)
             path = request.full_path.rstrip("?")
             try:
-                caller = verifier.verify(request.method, path, request.headers, body)
+                caller = verifier.verify(request.method, path, dict(request.headers), body)
             except SignatureError as exc:
                 log.warning("rejected request to %s: %s", request.path, exc)
                 raise ApiError(401, "bad_signature", "The request is not authentic.") from None

@@ -107,7 +107,9 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         db_url=_get(data, "database.url", str),
         backend_socket=Path(_get(data, "backend.socket", str)),
         keyhandler_socket=Path(_get(data, "keyhandler.socket", str)),
-        unlock_listen=_listen(_get(data, "keyhandler.unlock_listen", str), "keyhandler.unlock_listen"),
+        unlock_listen=_listen(
+            _get(data, "keyhandler.unlock_listen", str), "keyhandler.unlock_listen"
+        ),
         secret_files={k: Path(v) for k, v in secrets.items()},
         argon2=argon,
         mail_root=Path(_get(data, "backend.mail_root", str)),

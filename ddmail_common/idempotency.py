@@ -7,6 +7,7 @@ the idempotency key itself, which only the caller knows; the row is found by a h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Response, g, request
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ddmail_common.api import json_response
 from ddmail_common.db import Database
@@ -50,7 +52,9 @@ class IdempotencyStore:
 
     def replay(self, row_id: str, enc_key: bytes) -> Response | None:
         with self.db.session() as s:
-            sealed = s.execute(select(self.table.c.sealed).where(self.table.c.id == row_id)).scalar()
+            sealed = s.execute(
+                select(self.table.c.sealed).where(self.table.c.id == row_id)
+            ).scalar()
         if sealed is None:
             return None
         plain = AESGCM(enc_key).decrypt(sealed[:12], sealed[12:], row_id.encode())
@@ -84,10 +88,9 @@ class IdempotencyStore:
             # Only definite outcomes are remembered; a 5xx may succeed on a retry.
             if response.status_code < 500:
                 body = json.loads(response.get_data() or b"{}")
-                try:
+                # A concurrent twin with the same key may have stored its answer first.
+                with contextlib.suppress(IntegrityError):
                     self.remember(row_id, enc_key, response.status_code, body)
-                except Exception:  # noqa: BLE001 - a concurrent twin stored it first
-                    pass
             return response
 
         return wrapper  # type: ignore[return-value]

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 IP_PLACEHOLDER = "[ip]"
 SECRET_PLACEHOLDER = "[redacted]"  # noqa: S105 - the mask, not a secret

@@ -47,7 +47,9 @@ def run(app: Any, binds: Sequence[str], threads: int = 8) -> None:
     ).run()
 
 
-def main_for(build: Callable[[config_mod.Config], Any], binds: Callable[[config_mod.Config], list[str]]) -> None:
+def main_for(
+    build: Callable[[config_mod.Config], Any], binds: Callable[[config_mod.Config], list[str]]
+) -> None:
     """Console-script entry: `SERVICE --config FILE`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ddmail_keyhandler.wrapping import (
 )
 
 # Unambiguous characters; 24 of them carry about 137 bits.
-PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # noqa: S105
 PASSWORD_LENGTH = 24
 
 
@@ -75,9 +76,7 @@ class KeyStore:
         with self.db.session() as s:
             row = s.get(RecoveryKeyRow, account)
             if row is None:
-                raise rule_violated(
-                    "The account has no recovery key yet.", "no_recovery_key"
-                )
+                raise rule_violated("The account has no recovery key yet.", "no_recovery_key")
             params = Argon2Settings(row.memory_kib, row.time_cost, row.parallelism)
             return RecoveryKey(public=row.public, salt=row.salt, params=params)
 
@@ -121,10 +120,8 @@ class KeyStore:
     def unlock(self, address: str, password: str) -> Unlocked:
         row = self._row(address)
         if row is None:
-            try:
+            with contextlib.suppress(WrongSecret):
                 unwrap_with_password(self._decoy, password, "decoy")
-            except WrongSecret:
-                pass
             raise not_found("No such mailbox.", "unknown_user")
         try:
             private_pem = unwrap_with_password(row.password_wrap, password, row.mailbox_id)
@@ -178,5 +175,3 @@ class KeyStore:
         with self.db.session() as s:
             row = s.get(MailboxKey, mailbox_id)
             return None if row is None else row.public_key
-
-

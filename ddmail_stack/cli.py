@@ -32,8 +32,10 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     print(f"DDMail local stack is up in {layout.root}")
     print(f"  panel       {layout.web_url}  (CA: {layout.ca_cert})")
     print(f"  IMAPS       127.0.0.1:{layout.imaps_port}")
-    print(f"  submission  127.0.0.1:{layout.submission_port} (STARTTLS), "
-          f"127.0.0.1:{layout.smtps_port} (TLS)")
+    print(
+        f"  submission  127.0.0.1:{layout.submission_port} (STARTTLS), "
+        f"127.0.0.1:{layout.smtps_port} (TLS)"
+    )
     print(f"  MX          127.0.0.1:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}")
     print(f"  try: ddmail stack add-mailbox --root {layout.root} you@{GLOBAL_DOMAIN}")
     print("Press Ctrl-C to stop.", flush=True)
@@ -64,7 +66,9 @@ def cmd_add_mailbox(args: argparse.Namespace) -> int:
     # Mailboxes made by hand belong to one local account whose recovery secret stays on disk.
     secret = ensure_secret(layout.secrets / "local-account.recovery").decode()
     try:
-        client.call("POST", "/v1/accounts/recovery-key", {"account": LOCAL_ACCOUNT, "secret": secret})
+        client.call(
+            "POST", "/v1/accounts/recovery-key", {"account": LOCAL_ACCOUNT, "secret": secret}
+        )
     except ApiError as exc:
         if exc.status != 409:
             raise
@@ -86,8 +90,11 @@ def cmd_domain(args: argparse.Namespace) -> int:
     if args.action == "add":
         made = client.call("POST", "/v1/domains/global", {"name": args.name})
     else:
-        made = client.call("POST", "/v1/domains/global/enabled",
-                           {"name": args.name, "enabled": args.action == "enable"})
+        made = client.call(
+            "POST",
+            "/v1/domains/global/enabled",
+            {"name": args.name, "enabled": args.action == "enable"},
+        )
     print(f"{made['name']}\t{'enabled' if made['enabled'] else 'disabled'}")
     return 0
 
@@ -96,7 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddmail")
     top = p.add_subparsers(dest="area", required=True)
 
-    stack = top.add_parser("stack", help="the local stack").add_subparsers(dest="cmd", required=True)
+    stack = top.add_parser("stack", help="the local stack").add_subparsers(
+        dest="cmd", required=True
+    )
     up = stack.add_parser("up", help="start everything and run until interrupted")
     up.add_argument("--root", type=_root, required=True)
     up.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
@@ -110,7 +119,9 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("address")
     add.set_defaults(func=cmd_add_mailbox)
 
-    admin = top.add_parser("admin", help="operator commands").add_subparsers(dest="cmd", required=True)
+    admin = top.add_parser("admin", help="operator commands").add_subparsers(
+        dest="cmd", required=True
+    )
     domain = admin.add_parser("domain", help="global domains")
     domain.add_argument("action", choices=["add", "list", "disable", "enable"])
     domain.add_argument("name", nargs="?")

@@ -38,5 +38,3 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
 
 def load(layout: StackLayout) -> Config:
     return load_config(layout.etc / "ddmail.toml")
-
-

@@ -25,12 +25,18 @@ def log_pipe(log_file: Path) -> tuple[int, threading.Thread]:
     return write_fd, thread
 
 
-def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     write_fd, _ = log_pipe(log_file)
     try:
         return subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-            env=env, start_new_session=True,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            env=env,
+            start_new_session=True,
         )
     finally:
         os.close(write_fd)

@@ -17,7 +17,7 @@ class _SinkHandler:
         self.directory = directory
         self.count = 0
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.count += 1
         stem = f"{time.time_ns()}-{os.getpid()}-{self.count}"
         content = envelope.original_content or b""
@@ -29,7 +29,8 @@ class _SinkHandler:
 
 def start_sink(directory: Path, port: int) -> Controller:
     directory.mkdir(parents=True, exist_ok=True)
-    controller = Controller(_SinkHandler(directory), hostname="127.0.0.1", port=port,
-                            decode_data=False)
+    controller = Controller(
+        _SinkHandler(directory), hostname="127.0.0.1", port=port, decode_data=False
+    )
     controller.start()
     return controller

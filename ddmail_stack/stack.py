@@ -33,16 +33,29 @@ def prepare(layout: StackLayout) -> None:
     """Directories, secrets, TLS, config file and database schema."""
     if len(str(layout.root)) > MAX_ROOT_LEN:
         raise StackError(f"--root must be at most {MAX_ROOT_LEN} characters (unix socket limit)")
-    for d in (layout.etc, layout.run, layout.secrets, layout.tls, layout.mail_root,
-              layout.log_dir, layout.sink_dir, layout.db_dir):
+    for d in (
+        layout.etc,
+        layout.run,
+        layout.secrets,
+        layout.tls,
+        layout.mail_root,
+        layout.log_dir,
+        layout.sink_dir,
+        layout.db_dir,
+    ):
         d.mkdir(parents=True, exist_ok=True)
     layout.secrets.chmod(0o700)
     for name in config_file.CALLERS:
         ensure_secret(layout.secrets / f"{name}.key")
-    make_local_tls(layout.ca_cert, layout.server_cert, layout.server_key,
-                   ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"])
+    make_local_tls(
+        layout.ca_cert,
+        layout.server_cert,
+        layout.server_key,
+        ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"],
+    )
     (layout.etc / "ddmail.toml").write_text(
-        config_file.render(layout, LOCAL_ARGON2_MEMORY_KIB, LOCAL_ARGON2_TIME_COST))
+        config_file.render(layout, LOCAL_ARGON2_MEMORY_KIB, LOCAL_ARGON2_TIME_COST)
+    )
     upgrade(layout.effective_db_url)
     if layout.effective_db_url.startswith("sqlite"):
         share_sqlite_with_postfix(layout.db_dir)
@@ -74,8 +87,10 @@ class Stack:
 
     def start_service(self, name: str) -> None:
         config = str(self.layout.etc / "ddmail.toml")
-        self.procs[name] = spawn([python_script(f"ddmail-{name}"), "--config", config],
-                                 self.layout.log_dir / f"{name}.log")
+        self.procs[name] = spawn(
+            [python_script(f"ddmail-{name}"), "--config", config],
+            self.layout.log_dir / f"{name}.log",
+        )
         # Tests and operators find a service by its pid file (its process group leader).
         (self.layout.run / f"{name}.pid").write_text(f"{self.procs[name].pid}\n")
         sock = self.layout.socket(name)
@@ -98,13 +113,29 @@ class Stack:
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.procs["postfix"] = mta.start_postfix(L)
         self.procs["web"] = spawn(
-            [python_script("ddmail-web"), "--listen", f"127.0.0.1:{L.web_port}",
-             "--certfile", str(L.server_cert), "--keyfile", str(L.server_key),
-             "--domain", GLOBAL_DOMAIN],
-            L.log_dir / "web.log")
-        for port in (L.smtp_port, L.submission_port, L.smtps_port, L.imaps_port, L.lmtp_port,
-                     L.web_port, L.sink_port):
-            wait_for(f"port {port}", lambda p=port: port_open(p))  # type: ignore[misc]
+            [
+                python_script("ddmail-web"),
+                "--listen",
+                f"127.0.0.1:{L.web_port}",
+                "--certfile",
+                str(L.server_cert),
+                "--keyfile",
+                str(L.server_key),
+                "--domain",
+                GLOBAL_DOMAIN,
+            ],
+            L.log_dir / "web.log",
+        )
+        for port in (
+            L.smtp_port,
+            L.submission_port,
+            L.smtps_port,
+            L.imaps_port,
+            L.lmtp_port,
+            L.web_port,
+            L.sink_port,
+        ):
+            wait_for(f"port {port}", lambda p=port: port_open(p))
         L.write_stack_json()
 
     def down(self) -> None:

@@ -20,12 +20,18 @@ def _name(common_name: str) -> x509.Name:
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM,
-                                   serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
 
-def make_local_tls(ca_cert: Path, server_cert: Path, server_key: Path, hostnames: list[str]) -> None:
+def make_local_tls(
+    ca_cert: Path, server_cert: Path, server_key: Path, hostnames: list[str]
+) -> None:
     """Create the CA and server certificate unless they exist."""
     if ca_cert.exists() and server_cert.exists() and server_key.exists():
         return
@@ -40,8 +46,10 @@ def make_local_tls(ca_cert: Path, server_cert: Path, server_key: Path, hostnames
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -62,5 +70,6 @@ def make_local_tls(ca_cert: Path, server_cert: Path, server_key: Path, hostnames
     ca_cert.parent.mkdir(parents=True, exist_ok=True)
     ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(server_key, key)
-    server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                            + ca.public_bytes(serialization.Encoding.PEM))
+    server_cert.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )

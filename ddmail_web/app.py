@@ -24,13 +24,17 @@ def create_app(config: dict[str, object] | None = None) -> Flask:
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[str, int]:
-        return render_template("error.html", title="Page not found",
-                               message="There is no page at this address."), 404
+        return render_template(
+            "error.html", title="Page not found", message="There is no page at this address."
+        ), 404
 
     @app.errorhandler(500)
     def crashed(_exc: Exception) -> tuple[str, int]:
-        return render_template("error.html", title="Something went wrong",
-                               message="The request could not be completed. Nothing was changed."), 500
+        return render_template(
+            "error.html",
+            title="Something went wrong",
+            message="The request could not be completed. Nothing was changed.",
+        ), 500
 
     @app.get("/healthz")
     def healthz() -> Response:

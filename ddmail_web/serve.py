@@ -19,8 +19,17 @@ def main() -> None:
     args = parser.parse_args()
     install_redaction()
     app = create_app({"GLOBAL_DOMAIN": args.domain})
-    GunicornApp(app, {
-        "bind": [args.listen], "workers": 2, "worker_class": "gthread", "threads": 4,
-        "certfile": str(args.certfile), "keyfile": str(args.keyfile),
-        "accesslog": None, "errorlog": "-", "loglevel": "warning",
-    }).run()
+    GunicornApp(
+        app,
+        {
+            "bind": [args.listen],
+            "workers": 2,
+            "worker_class": "gthread",
+            "threads": 4,
+            "certfile": str(args.certfile),
+            "keyfile": str(args.keyfile),
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+        },
+    ).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,13 +27,18 @@ def write_config(root: Path, db_url: str) -> Config:
         path.write_text(name * 16 + "-0123456789abcdef\n")
         path.chmod(0o600)
         secrets[name] = str(path)
-    return parse({
-        "database": {"url": db_url},
-        "backend": {"socket": str(root / "b.sock"), "mail_root": str(root / "mail")},
-        "keyhandler": {"socket": str(root / "k.sock"), "unlock_listen": "127.0.0.1:1",
-                       **CHEAP_ARGON2},
-        "secrets": secrets,
-    })
+    return parse(
+        {
+            "database": {"url": db_url},
+            "backend": {"socket": str(root / "b.sock"), "mail_root": str(root / "mail")},
+            "keyhandler": {
+                "socket": str(root / "k.sock"),
+                "unlock_listen": "127.0.0.1:1",
+                **CHEAP_ARGON2,
+            },
+            "secrets": secrets,
+        }
+    )
 
 
 @dataclass
@@ -75,14 +81,13 @@ def running_services(root: Path, db_url: str | None = None) -> Iterator[Services
     be.start()
     try:
         yield Services(
-            cfg, resolver,
+            cfg,
+            resolver,
             ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
             ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend"),
             kh,
         )
     finally:
         be.shutdown()
-        try:
+        with contextlib.suppress(Exception):  # a test may have stopped it already
             kh.shutdown()
-        except Exception:  # noqa: BLE001 - a test may have stopped it already
-            pass

@@ -33,8 +33,9 @@ def postgres_url() -> str | None:
     import psycopg
 
     name = "ddmail_t_" + uuid.uuid4().hex[:10]
-    with psycopg.connect("host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        "host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres", autocommit=True
+    ) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"postgresql+psycopg://ddmail_test:ddmail_test@127.0.0.1:5432/{name}"
 
@@ -62,22 +63,27 @@ class RunningStack:
 
     def new_mailbox(self, local: str | None = None) -> tuple[str, str]:
         address = f"{local or 'u' + uuid.uuid4().hex[:10]}@{self.info['global_domain']}"
-        made = self.client().call("POST", "/v1/mailboxes",
-                                  {"account": TEST_ACCOUNT, "address": address})
+        made = self.client().call(
+            "POST", "/v1/mailboxes", {"account": TEST_ACCOUNT, "address": address}
+        )
         return str(made["address"]), str(made["password"])
 
     def smtp(self, port_name: str = "smtp_port") -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.info[port_name], timeout=30)
 
     def smtps(self) -> smtplib.SMTP_SSL:
-        return smtplib.SMTP_SSL("127.0.0.1", self.info["smtps_port"], timeout=30,
-                                context=self.tls())
+        return smtplib.SMTP_SSL(
+            "127.0.0.1", self.info["smtps_port"], timeout=30, context=self.tls()
+        )
 
     def imap(self) -> imaplib.IMAP4_SSL:
-        return imaplib.IMAP4_SSL("127.0.0.1", self.info["imaps_port"], ssl_context=self.tls(),
-                                 timeout=30)
+        return imaplib.IMAP4_SSL(
+            "127.0.0.1", self.info["imaps_port"], ssl_context=self.tls(), timeout=30
+        )
 
-    def deliver(self, to: str, subject: str, body: str, sender: str = "someone@example.org") -> None:
+    def deliver(
+        self, to: str, subject: str, body: str, sender: str = "someone@example.org"
+    ) -> None:
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = sender, to, subject
         msg.set_content(body)
@@ -85,8 +91,11 @@ class RunningStack:
             s.send_message(msg)
 
     def postqueue(self) -> list[dict[str, Any]]:
-        out = subprocess.run(["postqueue", "-c", str(self.root / "etc" / "postfix"), "-j"],
-                             capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["postqueue", "-c", str(self.root / "etc" / "postfix"), "-j"],
+            capture_output=True,
+            check=True,
+        ).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def flush_queue(self) -> None:
@@ -109,8 +118,15 @@ def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> An
 def start_stack() -> RunningStack:
     root = Path(tempfile.mkdtemp(prefix="ddm-", dir="/tmp"))
     port_base = random.randrange(21000, 40000, 1000)
-    argv = [str(VENV_BIN / "ddmail"), "stack", "up", "--root", str(root),
-            "--port-base", str(port_base)]
+    argv = [
+        str(VENV_BIN / "ddmail"),
+        "stack",
+        "up",
+        "--root",
+        str(root),
+        "--port-base",
+        str(port_base),
+    ]
     db_url = postgres_url()
     if db_url:
         argv += ["--db", db_url]
@@ -124,8 +140,9 @@ def start_stack() -> RunningStack:
         time.sleep(0.2)
     stack = RunningStack(root, json.loads((root / "stack.json").read_text()), proc)
     client = stack.client()
-    client.call("POST", "/v1/accounts/recovery-key",
-                {"account": TEST_ACCOUNT, "secret": TEST_RECOVERY})
+    client.call(
+        "POST", "/v1/accounts/recovery-key", {"account": TEST_ACCOUNT, "secret": TEST_RECOVERY}
+    )
     return stack
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ddmail_stack.processes import python_script, spawn
-from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
 from tests.integration.test_mail_flow import fetch_all, inbox_has, stored_files
+from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
 
 IP_PATTERN = re.compile(rb"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\]")
 
@@ -39,8 +40,10 @@ def keyhandler_down(stack: RunningStack) -> Iterator[None]:
     _kill_keyhandler(stack)
     yield
     # Bring a keyhandler back for the rest of the session (owned by this test process).
-    proc = spawn([python_script("ddmail-keyhandler"), "--config", str(stack.root / "etc" / "ddmail.toml")],
-                 stack.log_dir / "keyhandler.log")
+    proc = spawn(
+        [python_script("ddmail-keyhandler"), "--config", str(stack.root / "etc" / "ddmail.toml")],
+        stack.log_dir / "keyhandler.log",
+    )
     (stack.root / "run" / "keyhandler.pid").write_text(f"{proc.pid}\n")
     sock = Path(stack.info["keyhandler_socket"])
     wait_until(lambda: sock.exists() and _accepts(sock), what="keyhandler restart")
@@ -76,12 +79,25 @@ def test_keyhandler_down_while_creating_leaves_nothing(
     assert getattr(exc.value, "status", None) == 503
     engine = create_engine(stack.info["db_url"])
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM mail_mailboxes WHERE address = :a"),
-                            {"a": address}).scalar() == 0
-        assert conn.execute(text("SELECT count(*) FROM backend_mailboxes WHERE address = :a"),
-                            {"a": address}).scalar() == 0
-        assert conn.execute(text("SELECT count(*) FROM keyhandler_mailbox_keys WHERE address = :a"),
-                            {"a": address}).scalar() == 0
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM mail_mailboxes WHERE address = :a"), {"a": address}
+            ).scalar()
+            == 0
+        )
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM backend_mailboxes WHERE address = :a"), {"a": address}
+            ).scalar()
+            == 0
+        )
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM keyhandler_mailbox_keys WHERE address = :a"),
+                {"a": address},
+            ).scalar()
+            == 0
+        )
     engine.dispose()
     local, _, domain = address.partition("@")
     assert not (stack.mail_root / domain / local).exists()
@@ -93,22 +109,32 @@ def test_mail_to_a_mailbox_without_key_is_deferred_then_delivered(stack: Running
     address, password = stack.new_mailbox()
     engine = create_engine(stack.info["db_url"])
     with engine.begin() as conn:
-        key = conn.execute(text("SELECT public_key FROM backend_mailboxes WHERE address = :a"),
-                           {"a": address}).scalar()
-        conn.execute(text("UPDATE backend_mailboxes SET public_key = NULL WHERE address = :a"),
-                     {"a": address})
+        key = conn.execute(
+            text("SELECT public_key FROM backend_mailboxes WHERE address = :a"), {"a": address}
+        ).scalar()
+        conn.execute(
+            text("UPDATE backend_mailboxes SET public_key = NULL WHERE address = :a"),
+            {"a": address},
+        )
     marker = uuid.uuid4().hex
     stack.deliver(address, "no key yet", marker)
-    wait_until(lambda: any(address in str(q.get("recipients")) for q in stack.postqueue()),
-               what="message deferred in the queue")
+    wait_until(
+        lambda: any(address in str(q.get("recipients")) for q in stack.postqueue()),
+        what="message deferred in the queue",
+    )
     assert not stored_files(stack, address)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE backend_mailboxes SET public_key = :k WHERE address = :a"),
-                     {"k": key, "a": address})
+        conn.execute(
+            text("UPDATE backend_mailboxes SET public_key = :k WHERE address = :a"),
+            {"k": key, "a": address},
+        )
     engine.dispose()
     stack.flush_queue()
-    wait_until(lambda: inbox_has(stack, address, password, marker), timeout=60,
-               what="delivery after the key exists")
+    wait_until(
+        lambda: inbox_has(stack, address, password, marker),
+        timeout=60,
+        what="delivery after the key exists",
+    )
     assert all(f.startswith(b"CRYPTED") for f in stored_files(stack, address))
 
 
@@ -124,10 +150,8 @@ class ArgvWatcher(threading.Thread):
         while not self.stop_event.is_set():
             for proc in Path("/proc").glob("[0-9]*"):
                 for name in ("cmdline", "environ"):
-                    try:
+                    with contextlib.suppress(OSError):
                         self.seen.add((proc / name).read_bytes())
-                    except OSError:
-                        pass
 
     def stop(self) -> bytes:
         self.stop_event.set()
@@ -142,11 +166,15 @@ def test_no_marker_on_disk_after_hundreds_of_messages(stack: RunningStack) -> No
     with stack.smtp() as s:
         for i in range(count):
             m = markers[i % len(markers)]
-            s.sendmail("someone@example.org", [address],
-                       f"From: a@example.org\r\nTo: {address}\r\nSubject: subj-{m}\r\n\r\n"
-                       f"body-{m}\r\n".encode())
-    wait_until(lambda: len(stored_files(stack, address)) >= count, timeout=120,
-               what="all messages stored")
+            s.sendmail(
+                "someone@example.org",
+                [address],
+                f"From: a@example.org\r\nTo: {address}\r\nSubject: subj-{m}\r\n\r\n"
+                f"body-{m}\r\n".encode(),
+            )
+    wait_until(
+        lambda: len(stored_files(stack, address)) >= count, timeout=120, what="all messages stored"
+    )
     assert len(fetch_all(stack, address, password)) == count  # fetched: IMAP caches tempted
     needles = [m.encode() for m in markers]
     for path in stack.root.rglob("*"):
@@ -168,8 +196,11 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
     for _ in range(3):
         address, password = stack.new_mailbox()
         secrets.append(password)
-        new = stack.client().call("POST", "/v1/mailboxes/password", {
-            "account": TEST_ACCOUNT, "address": address, "current_password": password})["password"]
+        new = stack.client().call(
+            "POST",
+            "/v1/mailboxes/password",
+            {"account": TEST_ACCOUNT, "address": address, "current_password": password},
+        )["password"]
         secrets.append(str(new))
         with stack.imap() as imap:
             imap.login(address, str(new))
@@ -179,9 +210,18 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
     engine = create_engine(stack.info["db_url"])
     with engine.connect() as conn:
         keys = [str(r[0]) for r in conn.execute(text("SELECT public_key FROM mail_mailboxes"))]
-        dump = repr([list(conn.execute(text(f"SELECT * FROM {t}")))
-                     for t in ("backend_mailboxes", "keyhandler_mailbox_keys",
-                               "backend_idempotency", "keyhandler_idempotency", "backend_jobs")])
+        dump = repr(
+            [
+                list(conn.execute(text(f"SELECT * FROM {t}")  # noqa: S608 - fixed names))
+                for t in (
+                    "backend_mailboxes",
+                    "keyhandler_mailbox_keys",
+                    "backend_idempotency",
+                    "keyhandler_idempotency",
+                    "backend_jobs",
+                )
+            ]
+        )
     engine.dispose()
     logs = b"\n".join(p.read_bytes() for p in stack.log_dir.rglob("*") if p.is_file())
     assert logs, "the stack wrote no logs at all"
@@ -195,8 +235,11 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
     assert keys  # public keys are public; private halves only ever appear wrapped
     db_file = stack.info["db_url"].removeprefix("sqlite:///")
     if Path(db_file).exists():
-        raw = Path(db_file).read_bytes() + Path(db_file + "-wal").read_bytes() if Path(
-            db_file + "-wal").exists() else Path(db_file).read_bytes()
+        raw = (
+            Path(db_file).read_bytes() + Path(db_file + "-wal").read_bytes()
+            if Path(db_file + "-wal").exists()
+            else Path(db_file).read_bytes()
+        )
         for secret in secrets:
             assert secret.encode() not in raw
         assert b"PRIVATE KEY" not in raw

@@ -56,8 +56,11 @@ def test_password_change_keeps_old_mail(stack: RunningStack) -> None:
     marker = uuid.uuid4().hex
     stack.deliver(address, "before change", marker)
     wait_until(lambda: stored_files(stack, address), what="delivery")
-    new = stack.client().call("POST", "/v1/mailboxes/password", {
-        "account": TEST_ACCOUNT, "address": address, "current_password": password})["password"]
+    new = stack.client().call(
+        "POST",
+        "/v1/mailboxes/password",
+        {"account": TEST_ACCOUNT, "address": address, "current_password": password},
+    )["password"]
     with stack.imap() as imap, pytest.raises(Exception, match="AUTHENTICATIONFAILED"):
         imap.login(address, password)
     assert inbox_has(stack, address, new, marker)
@@ -68,8 +71,11 @@ def test_reset_with_recovery_secret_keeps_old_mail(stack: RunningStack) -> None:
     marker = uuid.uuid4().hex
     stack.deliver(address, "before reset", marker)
     wait_until(lambda: stored_files(stack, address), what="delivery")
-    new = stack.client().call("POST", "/v1/mailboxes/reset", {
-        "account": TEST_ACCOUNT, "address": address, "recovery_secret": TEST_RECOVERY})["password"]
+    new = stack.client().call(
+        "POST",
+        "/v1/mailboxes/reset",
+        {"account": TEST_ACCOUNT, "address": address, "recovery_secret": TEST_RECOVERY},
+    )["password"]
     with stack.imap() as imap, pytest.raises(Exception, match="AUTHENTICATIONFAILED"):
         imap.login(address, password)
     assert inbox_has(stack, address, new, marker)
@@ -79,8 +85,9 @@ def test_removed_mailbox_is_gone_for_good(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     stack.deliver(address, "to be shredded", "x")
     wait_until(lambda: stored_files(stack, address), what="delivery")
-    answer = stack.client().call("POST", "/v1/mailboxes/remove",
-                                 {"account": TEST_ACCOUNT, "address": address})
+    answer = stack.client().call(
+        "POST", "/v1/mailboxes/remove", {"account": TEST_ACCOUNT, "address": address}
+    )
     assert answer["state"] == "removed"
     with stack.imap() as imap, pytest.raises(Exception, match="AUTHENTICATIONFAILED"):
         imap.login(address, password)
@@ -97,8 +104,9 @@ def test_alias_with_two_destinations_delivers_to_both(stack: RunningStack) -> No
     a, pa = stack.new_mailbox()
     b, pb = stack.new_mailbox()
     alias = f"team{uuid.uuid4().hex[:6]}@{stack.info['global_domain']}"
-    stack.client().call("POST", "/v1/aliases",
-                        {"account": TEST_ACCOUNT, "address": alias, "destinations": [a, b]})
+    stack.client().call(
+        "POST", "/v1/aliases", {"account": TEST_ACCOUNT, "address": alias, "destinations": [a, b]}
+    )
     marker = uuid.uuid4().hex
     stack.deliver(alias, "to the team", marker)
     wait_until(lambda: inbox_has(stack, a, pa, marker), what="delivery to a")
@@ -126,7 +134,9 @@ def _outgoing(sender: str, marker: str) -> EmailMessage:
 def sink_has(stack: RunningStack, marker: str) -> bool:
     from pathlib import Path
 
-    return any(marker.encode() in p.read_bytes() for p in Path(stack.info["sink_dir"]).glob("*.eml"))
+    return any(
+        marker.encode() in p.read_bytes() for p in Path(stack.info["sink_dir"]).glob("*.eml")
+    )
 
 
 def test_submission_587_starttls_sends_to_the_internet(stack: RunningStack) -> None:
@@ -149,7 +159,6 @@ def test_submissions_465_sends_to_the_internet(stack: RunningStack) -> None:
 
 
 def test_submission_refuses_auth_without_tls(stack: RunningStack) -> None:
-    address, password = stack.new_mailbox()
     with stack.smtp("submission_port") as s:
         s.ehlo()
         assert not s.has_extn("auth")
@@ -168,8 +177,11 @@ def test_sending_as_someone_else_is_refused(stack: RunningStack) -> None:
 def test_sending_as_own_alias_is_allowed(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     alias = f"me{uuid.uuid4().hex[:6]}@{stack.info['global_domain']}"
-    stack.client().call("POST", "/v1/aliases",
-                        {"account": TEST_ACCOUNT, "address": alias, "destinations": [address]})
+    stack.client().call(
+        "POST",
+        "/v1/aliases",
+        {"account": TEST_ACCOUNT, "address": alias, "destinations": [address]},
+    )
     marker = uuid.uuid4().hex
     with stack.smtps() as s:
         s.login(address, password)

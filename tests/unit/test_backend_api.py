@@ -24,8 +24,9 @@ RECOVERY = "recovery-secret-of-acct-1-" + "x" * 20
 def svc(tmp_path: Path) -> Iterator[Services]:
     with running_services(tmp_path) as services:
         services.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
-        services.web.call("POST", "/v1/accounts/recovery-key",
-                          {"account": ACCOUNT, "secret": RECOVERY})
+        services.web.call(
+            "POST", "/v1/accounts/recovery-key", {"account": ACCOUNT, "secret": RECOVERY}
+        )
         yield services
 
 
@@ -39,8 +40,11 @@ def rows(svc: Services, query: str) -> list[tuple[object, ...]]:
 
 def unlock(svc: Services, user: str, password: str) -> int:
     client = keyhandler_app(svc.cfg).test_client()
-    resp = client.post("/v1/unlock", json={"user": user, "password": password},
-                       headers={"Authorization": "Bearer " + svc.cfg.secret("dovecot").decode()})
+    resp = client.post(
+        "/v1/unlock",
+        json={"user": user, "password": password},
+        headers={"Authorization": "Bearer " + svc.cfg.secret("dovecot").decode()},
+    )
     return resp.status_code
 
 
@@ -64,8 +68,11 @@ def test_new_mailbox_gets_a_password_that_unlocks_its_key(svc: Services) -> None
 def test_unlock_requires_the_dovecot_token(svc: Services) -> None:
     made = add(svc, "alice@ddmail.test")
     client = keyhandler_app(svc.cfg).test_client()
-    resp = client.post("/v1/unlock", json={"user": "alice@ddmail.test", "password": made["password"]},
-                       headers={"Authorization": "Bearer nope"})
+    resp = client.post(
+        "/v1/unlock",
+        json={"user": "alice@ddmail.test", "password": made["password"]},
+        headers={"Authorization": "Bearer nope"},
+    )
     assert resp.status_code == 401
 
 
@@ -73,8 +80,10 @@ def test_unknown_user_unlock_is_404(svc: Services) -> None:
     assert unlock(svc, "nobody@ddmail.test", "x") == 404
 
 
-@pytest.mark.parametrize("local", ["postmaster", "abuse", "Admin", "post.master", "root",
-                                   "mailer-daemon", "noreply", "security"])
+@pytest.mark.parametrize(
+    "local",
+    ["postmaster", "abuse", "Admin", "post.master", "root", "mailer-daemon", "noreply", "security"],
+)
 def test_reserved_names_are_refused_on_global_domains(svc: Services, local: str) -> None:
     with pytest.raises(ApiError) as exc:
         add(svc, f"{local}@ddmail.test")
@@ -83,8 +92,14 @@ def test_reserved_names_are_refused_on_global_domains(svc: Services, local: str)
 
 
 def test_invalid_address_is_a_clear_400(svc: Services) -> None:
-    for bad in ["no-at-sign", "a@", "@ddmail.test", "a b@ddmail.test", "a\n@ddmail.test",
-                "x" * 65 + "@ddmail.test"]:
+    for bad in [
+        "no-at-sign",
+        "a@",
+        "@ddmail.test",
+        "a b@ddmail.test",
+        "a\n@ddmail.test",
+        "x" * 65 + "@ddmail.test",
+    ]:
         with pytest.raises(ApiError) as exc:
             add(svc, bad)
         assert exc.value.status == 400, bad
@@ -116,8 +131,11 @@ def test_keyhandler_down_leaves_no_half_made_mailbox(svc: Services) -> None:
 
 def test_password_change_replaces_the_old_password(svc: Services) -> None:
     made = add(svc, "alice@ddmail.test")
-    new = svc.web.call("POST", "/v1/mailboxes/password", {
-        "account": ACCOUNT, "address": "alice@ddmail.test", "current_password": made["password"]})
+    new = svc.web.call(
+        "POST",
+        "/v1/mailboxes/password",
+        {"account": ACCOUNT, "address": "alice@ddmail.test", "current_password": made["password"]},
+    )
     assert unlock(svc, "alice@ddmail.test", str(made["password"])) == 401
     assert unlock(svc, "alice@ddmail.test", str(new["password"])) == 200
 
@@ -125,19 +143,28 @@ def test_password_change_replaces_the_old_password(svc: Services) -> None:
 def test_password_change_needs_the_current_password(svc: Services) -> None:
     add(svc, "alice@ddmail.test")
     with pytest.raises(ApiError) as exc:
-        svc.web.call("POST", "/v1/mailboxes/password", {
-            "account": ACCOUNT, "address": "alice@ddmail.test", "current_password": "guess"})
+        svc.web.call(
+            "POST",
+            "/v1/mailboxes/password",
+            {"account": ACCOUNT, "address": "alice@ddmail.test", "current_password": "guess"},
+        )
     assert exc.value.status == 401
 
 
 def test_reset_with_the_recovery_secret(svc: Services) -> None:
     made = add(svc, "alice@ddmail.test")
     with pytest.raises(ApiError) as exc:
-        svc.web.call("POST", "/v1/mailboxes/reset", {
-            "account": ACCOUNT, "address": "alice@ddmail.test", "recovery_secret": "wrong"})
+        svc.web.call(
+            "POST",
+            "/v1/mailboxes/reset",
+            {"account": ACCOUNT, "address": "alice@ddmail.test", "recovery_secret": "wrong"},
+        )
     assert exc.value.status == 401
-    new = svc.web.call("POST", "/v1/mailboxes/reset", {
-        "account": ACCOUNT, "address": "alice@ddmail.test", "recovery_secret": RECOVERY})
+    new = svc.web.call(
+        "POST",
+        "/v1/mailboxes/reset",
+        {"account": ACCOUNT, "address": "alice@ddmail.test", "recovery_secret": RECOVERY},
+    )
     assert unlock(svc, "alice@ddmail.test", str(new["password"])) == 200
     assert unlock(svc, "alice@ddmail.test", str(made["password"])) == 401
 
@@ -145,9 +172,15 @@ def test_reset_with_the_recovery_secret(svc: Services) -> None:
 def test_another_account_cannot_touch_the_mailbox(svc: Services) -> None:
     made = add(svc, "alice@ddmail.test")
     with pytest.raises(ApiError) as exc:
-        svc.web.call("POST", "/v1/mailboxes/password", {
-            "account": "acct-2", "address": "alice@ddmail.test",
-            "current_password": made["password"]})
+        svc.web.call(
+            "POST",
+            "/v1/mailboxes/password",
+            {
+                "account": "acct-2",
+                "address": "alice@ddmail.test",
+                "current_password": made["password"],
+            },
+        )
     assert exc.value.status == 404
 
 
@@ -156,8 +189,9 @@ def test_removed_mailbox_is_shredded_and_tombstoned(svc: Services) -> None:
     maildir = svc.cfg.mail_root / "ddmail.test" / "alice"
     (maildir / "Maildir" / "cur").mkdir(parents=True)
     (maildir / "Maildir" / "cur" / "1.msg").write_bytes(b"CRYPTED")
-    answer = svc.web.call("POST", "/v1/mailboxes/remove",
-                          {"account": ACCOUNT, "address": "alice@ddmail.test"})
+    answer = svc.web.call(
+        "POST", "/v1/mailboxes/remove", {"account": ACCOUNT, "address": "alice@ddmail.test"}
+    )
     assert answer["state"] == "removed"
     assert not maildir.exists()
     assert unlock(svc, "alice@ddmail.test", str(made["password"])) == 404
@@ -170,8 +204,9 @@ def test_removed_mailbox_is_shredded_and_tombstoned(svc: Services) -> None:
 def test_removal_with_keyhandler_down_is_finished_later(svc: Services) -> None:
     add(svc, "alice@ddmail.test")
     svc.stop_keyhandler()
-    answer = svc.web.call("POST", "/v1/mailboxes/remove",
-                          {"account": ACCOUNT, "address": "alice@ddmail.test"})
+    answer = svc.web.call(
+        "POST", "/v1/mailboxes/remove", {"account": ACCOUNT, "address": "alice@ddmail.test"}
+    )
     assert answer["state"] == "deleting"
     # Already invisible to Postfix and Dovecot, though the key is not destroyed yet.
     assert rows(svc, "SELECT count(*) FROM mail_mailboxes") == [(0,)]
@@ -181,10 +216,19 @@ def test_removal_with_keyhandler_down_is_finished_later(svc: Services) -> None:
 def test_alias_with_two_destinations(svc: Services) -> None:
     add(svc, "alice@ddmail.test")
     add(svc, "bob@ddmail.test")
-    svc.web.call("POST", "/v1/aliases", {"account": ACCOUNT, "address": "team@ddmail.test",
-                                         "destinations": ["alice@ddmail.test", "bob@ddmail.test"]})
+    svc.web.call(
+        "POST",
+        "/v1/aliases",
+        {
+            "account": ACCOUNT,
+            "address": "team@ddmail.test",
+            "destinations": ["alice@ddmail.test", "bob@ddmail.test"],
+        },
+    )
     assert sorted(rows(svc, "SELECT destination FROM mail_aliases")) == [
-        ("alice@ddmail.test",), ("bob@ddmail.test",)]
+        ("alice@ddmail.test",),
+        ("bob@ddmail.test",),
+    ]
     senders = rows(svc, "SELECT login FROM mail_senders WHERE sender = 'team@ddmail.test'")
     assert sorted(senders) == [("alice@ddmail.test",), ("bob@ddmail.test",)]
 
@@ -193,8 +237,11 @@ def test_alias_to_a_foreign_mailbox_is_refused(svc: Services) -> None:
     svc.web.call("POST", "/v1/accounts/recovery-key", {"account": "acct-2", "secret": RECOVERY})
     add(svc, "carol@ddmail.test", account="acct-2")
     with pytest.raises(ApiError) as exc:
-        svc.web.call("POST", "/v1/aliases", {"account": ACCOUNT, "address": "x@ddmail.test",
-                                             "destinations": ["carol@ddmail.test"]})
+        svc.web.call(
+            "POST",
+            "/v1/aliases",
+            {"account": ACCOUNT, "address": "x@ddmail.test", "destinations": ["carol@ddmail.test"]},
+        )
     assert exc.value.status == 422
     assert rows(svc, "SELECT count(*) FROM backend_aliases") == [(0,)]
 
@@ -207,8 +254,12 @@ def test_account_domain_needs_its_dns_token(svc: Services) -> None:
     assert exc.value.status == 422
     name = "_ddmail-verify.xn--bcher-kva.example"
     svc.resolver.records[(name, "TXT")] = ["v=spf1 -all", f"ddmail-verify={made['token']}"]
-    assert svc.web.call("POST", "/v1/domains/verify",
-                        {"account": ACCOUNT, "name": "bücher.example"})["verified"] is True
+    assert (
+        svc.web.call("POST", "/v1/domains/verify", {"account": ACCOUNT, "name": "bücher.example"})[
+            "verified"
+        ]
+        is True
+    )
     assert add(svc, "me@bücher.example")["address"] == "me@xn--bcher-kva.example"
 
 
@@ -244,7 +295,9 @@ def test_web_may_not_manage_global_domains(svc: Services) -> None:
     assert exc.value.status == 403
 
 
-def _raw(svc: Services, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+def _raw(
+    svc: Services, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, object]]:
     import http.client
     import socket
 
@@ -263,12 +316,22 @@ def test_unsigned_and_malformed_requests_get_json_errors(svc: Services) -> None:
     status, body = _raw(svc, "POST", "/v1/mailboxes", b"{}", {})
     assert status == 401 and body["error"] == "bad_signature"
     payload = b"{not json"
-    status, body = _raw(svc, "POST", "/v1/mailboxes", payload,
-                        sign("web", svc.cfg.secret("web"), "POST", "/v1/mailboxes", payload))
+    status, body = _raw(
+        svc,
+        "POST",
+        "/v1/mailboxes",
+        payload,
+        sign("web", svc.cfg.secret("web"), "POST", "/v1/mailboxes", payload),
+    )
     assert status == 400 and body["error"] == "malformed_json"
     big = b'{"a": "' + b"x" * 300_000 + b'"}'
-    status, body = _raw(svc, "POST", "/v1/mailboxes", big,
-                        sign("web", svc.cfg.secret("web"), "POST", "/v1/mailboxes", big))
+    status, body = _raw(
+        svc,
+        "POST",
+        "/v1/mailboxes",
+        big,
+        sign("web", svc.cfg.secret("web"), "POST", "/v1/mailboxes", big),
+    )
     assert status == 413
 
 

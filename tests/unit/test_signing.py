@@ -29,8 +29,11 @@ def test_valid_request_is_accepted_and_names_the_caller() -> None:
 
 @pytest.mark.parametrize(
     ("method", "path", "body"),
-    [("GET", "/v1/mailboxes", b'{"a":1}'), ("POST", "/v1/aliases", b'{"a":1}'),
-     ("POST", "/v1/mailboxes", b'{"a":2}')],
+    [
+        ("GET", "/v1/mailboxes", b'{"a":1}'),
+        ("POST", "/v1/aliases", b'{"a":1}'),
+        ("POST", "/v1/mailboxes", b'{"a":2}'),
+    ],
 )
 def test_changed_method_path_or_body_is_rejected(method: str, path: str, body: bytes) -> None:
     headers = sign("web", SECRET, "POST", "/v1/mailboxes", b'{"a":1}', now=NOW)
