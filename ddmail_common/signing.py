@@ -82,10 +82,11 @@ class Verifier:
     ) -> str:
         """Return the authenticated caller's name or raise SignatureError."""
         now = time.time() if now is None else now
-        caller = headers.get(HEADER_CALLER, "")
-        timestamp = headers.get(HEADER_TIMESTAMP, "")
-        nonce = headers.get(HEADER_NONCE, "")
-        signature = headers.get(HEADER_SIGNATURE, "")
+        h = {k.lower(): v for k, v in headers.items()}  # HTTP header names are case-insensitive
+        caller = h.get(HEADER_CALLER.lower(), "")
+        timestamp = h.get(HEADER_TIMESTAMP.lower(), "")
+        nonce = h.get(HEADER_NONCE.lower(), "")
+        signature = h.get(HEADER_SIGNATURE.lower(), "")
         secret = self.secrets.get(caller)
         if secret is None:
             raise SignatureError("unknown caller")
