@@ -24,9 +24,10 @@ class DnsUnavailable(Exception):
 
 class DnsPythonResolver:
     def __init__(self, nameservers: Iterable[str] = (), port: int = 53, timeout: float = 5.0):
-        self._resolver = dns.resolver.Resolver(configure=not list(nameservers))
-        if nameservers:
-            self._resolver.nameservers = list(nameservers)
+        servers = list(nameservers)
+        self._resolver = dns.resolver.Resolver(configure=not servers)
+        if servers:
+            self._resolver.nameservers = servers
         self._resolver.port = port
         self._resolver.lifetime = timeout
 

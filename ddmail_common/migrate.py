@@ -7,6 +7,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
+# The only relations Postfix and Dovecot may read (migration 0002).
+MAIL_VIEWS = ("mail_domains", "mail_mailboxes", "mail_aliases", "mail_senders")
+
 
 def alembic_config(db_url: str) -> AlembicConfig:
     cfg = AlembicConfig()

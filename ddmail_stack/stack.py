@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
+import hashlib
 import os
 import signal
 import subprocess
@@ -10,9 +12,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
 from ddmail_common.client import ServiceClient
 from ddmail_common.errors import ApiError
-from ddmail_common.migrate import upgrade
+from ddmail_common.migrate import MAIL_VIEWS, upgrade
 from ddmail_stack import config_file, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
@@ -74,6 +78,28 @@ def share_sqlite_with_postfix(db_dir: Path) -> None:
         path.chmod(0o660)
 
 
+def mail_db(layout: StackLayout) -> mta.MailDb:
+    """How Postfix and Dovecot reach the views: the SQLite file, or a PostgreSQL role that may
+    only SELECT from the four mail_* views."""
+    db = mta.MailDb.from_url(layout.effective_db_url)
+    if db.driver != "pgsql":
+        return db
+    role = "ddmail_mailread_" + hashlib.sha256(str(layout.root).encode()).hexdigest()[:10]
+    password = ensure_secret(layout.secrets / "mailread.pg").decode()
+    engine = create_engine(layout.effective_db_url)
+    with engine.begin() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+        verb = "ALTER" if exists.first() else "CREATE"
+        # Identifiers cannot be bound; ROLE is made of hex digits only.
+        conn.execute(text(f"{verb} ROLE {role} LOGIN PASSWORD :p"), {"p": password})
+        conn.execute(text(f"GRANT CONNECT ON DATABASE {db.pg_dbname} TO {role}"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+        views = ", ".join(MAIL_VIEWS)
+        conn.execute(text(f"GRANT SELECT ON {views} TO {role}"))
+    engine.dispose()
+    return dataclasses.replace(db, pg_user=role, pg_password=password)
+
+
 def admin_client(layout: StackLayout) -> ServiceClient:
     cfg = config_file.load(layout)
     return ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
@@ -108,7 +134,7 @@ class Stack:
         wait_for("keyhandler unlock port", lambda: port_open(L.unlock_port))
         self.start_service("backend")
         seed_global_domain(L)
-        mta.render_mail_config(L)
+        mta.render_mail_config(L, db=mail_db(L))
         self.sink = start_sink(L.sink_dir, L.sink_port)
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.procs["postfix"] = mta.start_postfix(L)
