@@ -322,19 +322,41 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def smtp_greets(port: int, host: str = "127.0.0.1") -> bool:
+    """True once an smtpd answers "220" on PORT.
+
+    Postfix's master accepts connections itself, so an open port does not prove that smtpd
+    can start with the current configuration.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as sock:
+            greeting = sock.recv(512)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"QUIT\r\n")
+                sock.recv(512)
+            return greeting.startswith(b"220")
+    except OSError:
+        return False
+
+
 def wait_for_ports(
     ports: Iterable[int],
     proc: subprocess.Popen[bytes] | None = None,
     timeout: float = START_TIMEOUT,
     what: str = "daemon",
+    greet: bool = False,
 ) -> None:
-    """Wait until every port accepts on 127.0.0.1; fail early if PROC exits meanwhile."""
+    """Wait until every port accepts on 127.0.0.1 (with GREET: answers an SMTP "220").
+
+    Fails early if PROC exits meanwhile.
+    """
+    ready = smtp_greets if greet else port_accepts
     pending = list(ports)
     deadline = time.monotonic() + timeout
     while pending:
         if proc is not None and proc.poll() is not None:
             raise MtaError(f"{what} exited with {proc.returncode} before listening on {pending}")
-        pending = [port for port in pending if not port_accepts(port)]
+        pending = [port for port in pending if not ready(port)]
         if not pending:
             return
         if time.monotonic() > deadline:
@@ -369,7 +391,7 @@ def start_postfix(
 
     Postfix logs to its stdout (maillog_file = /dev/stdout): pass a pipe to a redactor as
     STDOUT/STDERR, or neither to get layout.log_dir/postfix.log through the stack's redactor.
-    Waits until the MX, submission and submissions ports accept unless WAIT is false.
+    Unless WAIT is false, waits until submissions accepts and MX and submission answer "220".
     """
     with _output(stdout, stderr, layout.log_dir / "postfix.log") as (out, err):
         proc = subprocess.Popen(
@@ -381,8 +403,9 @@ def start_postfix(
         )
     if wait:
         try:
+            wait_for_ports((layout.smtps_port,), proc, what="postfix")
             wait_for_ports(
-                (layout.smtp_port, layout.submission_port, layout.smtps_port), proc, what="postfix"
+                (layout.smtp_port, layout.submission_port), proc, what="postfix", greet=True
             )
         except BaseException:
             stop_postfix(layout, proc)
