@@ -48,6 +48,8 @@ def prepare(layout: StackLayout) -> None:
         layout.db_dir,
     ):
         d.mkdir(parents=True, exist_ok=True)
+    # Postfix (as postfix) and Dovecot's mail processes (as vmail) must traverse the root.
+    layout.root.chmod(0o711)
     layout.secrets.chmod(0o700)
     for name in config_file.CALLERS:
         ensure_secret(layout.secrets / f"{name}.key")
