@@ -88,12 +88,13 @@ def mail_db(layout: StackLayout) -> mta.MailDb:
         return db
     role = "ddmail_mailread_" + hashlib.sha256(str(layout.root).encode()).hexdigest()[:10]
     password = ensure_secret(layout.secrets / "mailread.pg").decode()
-    engine = create_engine(layout.effective_db_url)
+    engine = create_engine(layout.effective_db_url, hide_parameters=True)
     with engine.begin() as conn:
         exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
         verb = "ALTER" if exists.first() else "CREATE"
-        # Identifiers cannot be bound; ROLE is made of hex digits only.
-        conn.execute(text(f"{verb} ROLE {role} LOGIN PASSWORD :p"), {"p": password})
+        # Role statements take no bound parameters; ROLE and PASSWORD are hex digits only.
+        assert all(c in "0123456789abcdef" for c in password)
+        conn.execute(text(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'"))
         conn.execute(text(f"GRANT CONNECT ON DATABASE {db.pg_dbname} TO {role}"))
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
         views = ", ".join(MAIL_VIEWS)

@@ -15,6 +15,10 @@ from ddmail_common.errors import ApiError
 from ddmail_common.signing import sign
 from ddmail_keyhandler.app import create_app as keyhandler_app
 from tests.services import Services, running_services
+from tests.stackrun import postgres_url
+
+# Also run against PostgreSQL in the second pass of ./dev test.
+pytestmark = pytest.mark.postgres
 
 ACCOUNT = "acct-1"
 RECOVERY = "recovery-secret-of-acct-1-" + "x" * 20
@@ -22,7 +26,7 @@ RECOVERY = "recovery-secret-of-acct-1-" + "x" * 20
 
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
-    with running_services(tmp_path) as services:
+    with running_services(tmp_path, postgres_url()) as services:
         services.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         services.web.call(
             "POST", "/v1/accounts/recovery-key", {"account": ACCOUNT, "secret": RECOVERY}
@@ -210,7 +214,7 @@ def test_removal_with_keyhandler_down_is_finished_later(svc: Services) -> None:
     assert answer["state"] == "deleting"
     # Already invisible to Postfix and Dovecot, though the key is not destroyed yet.
     assert rows(svc, "SELECT count(*) FROM mail_mailboxes") == [(0,)]
-    assert rows(svc, "SELECT count(*) FROM backend_jobs WHERE done = 0") == [(1,)]
+    assert rows(svc, "SELECT count(*) FROM backend_jobs WHERE NOT done") == [(1,)]
 
 
 def test_alias_with_two_destinations(svc: Services) -> None:
