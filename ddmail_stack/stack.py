@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import grp
 import hashlib
@@ -129,6 +130,12 @@ class Stack:
         proc = self.procs.pop(name, None)
         if proc is not None:
             stop(proc)
+        # Whoever restarted the service (an operator, a test) recorded it in its pid file.
+        pid_file = self.layout.run / f"{name}.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            pid_file.unlink()
 
     def up(self) -> None:
         L = self.layout

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.stackrun import RunningStack, start_stack, stop_stack_proc
+from tests.stackrun import VENV_BIN, RunningStack, start_stack, stop_stack_proc
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,4 +18,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack() -> Iterator[RunningStack]:
     running = start_stack()
     yield running
+    # `ddmail stack down` is what an operator runs; it must stop everything the stack started.
+    subprocess.run(
+        [str(VENV_BIN / "ddmail"), "stack", "down", "--root", str(running.root)],
+        check=True,
+        timeout=90,
+    )
+    assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
