@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from werkzeug.serving import make_server
 
@@ -67,6 +68,14 @@ class _Server(threading.Thread):
         self.server.server_close()
 
 
+def restart_keyhandler(services: Services) -> None:
+    from ddmail_keyhandler.app import create_app as keyhandler_app
+
+    server = _Server(keyhandler_app(services.cfg), services.cfg.keyhandler_socket)
+    server.start()
+    services.keyhandler_server = server
+
+
 @contextmanager
 def running_services(root: Path, db_url: str | None = None) -> Iterator[Services]:
     from ddmail_keyhandler.app import create_app as keyhandler_app
@@ -80,14 +89,17 @@ def running_services(root: Path, db_url: str | None = None) -> Iterator[Services
     kh.start()
     be.start()
     try:
-        yield Services(
+        services = Services(
             cfg,
             resolver,
             ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
             ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend"),
             kh,
         )
+        yield services
     finally:
         be.shutdown()
         with contextlib.suppress(Exception):  # a test may have stopped it already
             kh.shutdown()
+        with contextlib.suppress(Exception):
+            cast(_Server, services.keyhandler_server).shutdown()

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from ddmail_backend.jobs import JobQueue
+from ddmail_backend.mailboxes import Mailboxes
 from ddmail_common.client import ServiceClient
+from ddmail_common.db import Database
 from ddmail_common.errors import ApiError
 from ddmail_common.signing import sign
 from ddmail_keyhandler.app import create_app as keyhandler_app
-from tests.services import Services, running_services
+from tests.services import Services, restart_keyhandler, running_services
 from tests.stackrun import postgres_url
 
 # Also run against PostgreSQL in the second pass of ./dev test.
@@ -350,3 +353,25 @@ def test_client_reports_an_unreachable_service_as_503(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as exc:
         client.call("GET", "/v1/mailboxes?account=a")
     assert exc.value.status == 503
+
+
+def test_interrupted_removal_finishes_when_the_keyhandler_returns(svc: Services) -> None:
+    made = add(svc, "alice@ddmail.test")
+    svc.stop_keyhandler()
+    answer = svc.web.call(
+        "POST", "/v1/mailboxes/remove", {"account": ACCOUNT, "address": made["address"]}
+    )
+    assert answer["state"] == "deleting"
+    restart_keyhandler(svc)
+    db = Database(svc.cfg.db_url)
+    queue = JobQueue(db)
+    keyhandler = ServiceClient(
+        "backend", svc.cfg.secret("backend"), svc.cfg.keyhandler_socket, "key"
+    )
+    Mailboxes(db, keyhandler, queue, svc.cfg.mail_root)  # registers the removal job's handler
+    with db.session() as s:
+        s.execute(text("UPDATE backend_jobs SET next_run_at = 0"))  # skip the back-off
+    assert queue.run_due() == 0
+    assert rows(svc, "SELECT count(*) FROM backend_mailboxes") == [(0,)]
+    assert rows(svc, "SELECT count(*) FROM keyhandler_mailbox_keys") == [(0,)]
+    assert rows(svc, "SELECT address FROM backend_tombstones") == [("alice@ddmail.test",)]

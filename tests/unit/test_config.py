@@ -1,0 +1,80 @@
+"""The deployment's TOML config: clear errors for anything missing or unsafe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ddmail_common.config import ConfigError, load, parse
+
+
+def minimal(tmp_path: Path) -> dict[str, Any]:
+    secret = tmp_path / "web.key"
+    secret.write_text("s" * 40)
+    secret.chmod(0o600)
+    return {
+        "database": {"url": "sqlite:////tmp/x.sqlite3"},
+        "backend": {"socket": "/run/b.sock", "mail_root": "/var/mail"},
+        "keyhandler": {"socket": "/run/k.sock", "unlock_listen": "127.0.0.1:10080"},
+        "secrets": {"web": str(secret)},
+    }
+
+
+def test_minimal_config_gets_owasp_argon2_defaults(tmp_path: Path) -> None:
+    cfg = parse(minimal(tmp_path))
+    assert (cfg.argon2.memory_kib, cfg.argon2.time_cost) == (19456, 2)
+    assert cfg.secret("web") == b"s" * 40
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("database", "url"), None, r"database\.url: missing"),
+        (("keyhandler", "unlock_listen"), "0.0.0.0:10080", "loopback only"),
+        (("keyhandler", "unlock_listen"), "127.0.0.1", "HOST:PORT"),
+        (("keyhandler", "argon2_time_cost"), "2", "expected int"),
+        (("keyhandler", "argon2_time_cost"), 0, "time_cost >= 1"),
+        (("secrets", "web"), "inline-secret-value", "absolute file path"),
+        (("backend", "postfix_reload"), "postfix reload", "expected list"),
+    ],
+)
+def test_bad_settings_are_named(
+    tmp_path: Path, path: tuple[str, str], value: Any, message: str
+) -> None:
+    data = minimal(tmp_path)
+    if value is None:
+        del data[path[0]][path[1]]
+    else:
+        data[path[0]][path[1]] = value
+    with pytest.raises(ConfigError, match=message):
+        parse(data)
+
+
+def test_world_readable_secret_file_is_refused(tmp_path: Path) -> None:
+    cfg = parse(minimal(tmp_path))
+    (tmp_path / "web.key").chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        cfg.secret("web")
+
+
+def test_short_secret_is_refused(tmp_path: Path) -> None:
+    cfg = parse(minimal(tmp_path))
+    (tmp_path / "web.key").write_text("short")
+    with pytest.raises(ConfigError, match="fewer than 32 bytes"):
+        cfg.secret("web")
+
+
+def test_unknown_secret_name_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"secrets\.admin: missing"):
+        parse(minimal(tmp_path)).secret("admin")
+
+
+def test_invalid_toml_file_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "ddmail.toml"
+    bad.write_text("[database\nurl = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(tmp_path / "absent.toml")
