@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -24,6 +25,11 @@ from ddmail_common.signing import NonceCache, Verifier
 log = logging.getLogger(__name__)
 PANEL = {"web", "admin"}
 ADMIN = {"admin"}
+
+
+def _owned(data: dict[str, Any], name: str) -> tuple[str, str]:
+    """The account a request acts for, and the address or domain it names."""
+    return field(data, "account", str, 64), field(data, name, str, 300)
 
 
 def _account() -> str:
@@ -96,9 +102,7 @@ def create_app(
     @idem.wrap
     def add_domain() -> Response:
         data = json_body()
-        view = domains.add_account_domain(
-            field(data, "account", str, 64), field(data, "name", str, 300)
-        )
+        view = domains.add_account_domain(*_owned(data, "name"))
         return json_response(201, view.as_json())
 
     @app.post("/v1/domains/verify")
@@ -106,7 +110,7 @@ def create_app(
     @idem.wrap
     def verify_domain() -> Response:
         data = json_body()
-        view = domains.verify(field(data, "account", str, 64), field(data, "name", str, 300))
+        view = domains.verify(*_owned(data, "name"))
         reload_postfix()
         return json_response(200, view.as_json())
 
@@ -115,7 +119,7 @@ def create_app(
     @idem.wrap
     def remove_domain() -> Response:
         data = json_body()
-        domains.remove(field(data, "account", str, 64), field(data, "name", str, 300))
+        domains.remove(*_owned(data, "name"))
         reload_postfix()
         return json_response(200, {"removed": True})
 
@@ -140,7 +144,7 @@ def create_app(
     @idem.wrap
     def add_mailbox() -> Response:
         data = json_body()
-        made = mailboxes.add(field(data, "account", str, 64), field(data, "address", str, 300))
+        made = mailboxes.add(*_owned(data, "address"))
         return json_response(
             201, {"id": made.id, "address": made.address, "password": made.password}
         )
@@ -151,8 +155,7 @@ def create_app(
     def change_mailbox_password() -> Response:
         data = json_body()
         password = mailboxes.change_password(
-            field(data, "account", str, 64),
-            field(data, "address", str, 300),
+            *_owned(data, "address"),
             field(data, "current_password", str, 1024),
         )
         return json_response(200, {"password": password})
@@ -163,8 +166,7 @@ def create_app(
     def reset_mailbox_password() -> Response:
         data = json_body()
         password = mailboxes.reset_password(
-            field(data, "account", str, 64),
-            field(data, "address", str, 300),
+            *_owned(data, "address"),
             field(data, "recovery_secret", str, 1024),
         )
         return json_response(200, {"password": password})
@@ -174,7 +176,7 @@ def create_app(
     @idem.wrap
     def remove_mailbox() -> Response:
         data = json_body()
-        state = mailboxes.remove(field(data, "account", str, 64), field(data, "address", str, 300))
+        state = mailboxes.remove(*_owned(data, "address"))
         return json_response(200, {"state": state})
 
     # -- aliases ----------------------------------------------------------------------------
@@ -191,9 +193,7 @@ def create_app(
         destinations = field(data, "destinations", list)
         if not all(isinstance(d, str) for d in destinations):
             raise bad_request("The field 'destinations' must be a list of addresses.")
-        made = aliases.add(
-            field(data, "account", str, 64), field(data, "address", str, 300), destinations
-        )
+        made = aliases.add(*_owned(data, "address"), destinations)
         return json_response(201, made)
 
     @app.post("/v1/aliases/remove")
@@ -201,7 +201,7 @@ def create_app(
     @idem.wrap
     def remove_alias() -> Response:
         data = json_body()
-        aliases.remove(field(data, "account", str, 64), field(data, "address", str, 300))
+        aliases.remove(*_owned(data, "address"))
         return json_response(200, {"removed": True})
 
     return app
