@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -26,3 +27,4 @@ def stack() -> Iterator[RunningStack]:
     )
     assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
+    shutil.rmtree(running.root, ignore_errors=True)
