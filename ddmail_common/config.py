@@ -22,6 +22,21 @@ class Argon2Settings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The panel's own settings (section [web]); every one has a safe default."""
+
+    global_domain: str = "ddmail.test"
+    panel_url: str = "https://ddmail.test"
+    master_keys: Path | None = None  # envelope master keys for TOTP secrets
+    new_accounts_enabled: bool = False  # production: an account starts unfunded
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    registrations_per_hour: int = 60  # global: no IP addresses are used
+    login_failures_per_user: int = 10  # per 15 minutes, counted only with the right key file
+    argon2: Argon2Settings = field(default_factory=Argon2Settings)
+
+
+@dataclass(frozen=True)
 class Config:
     db_url: str
     backend_socket: Path
@@ -34,6 +49,7 @@ class Config:
     postfix_reload: tuple[str, ...] = ()
     dns_nameservers: tuple[str, ...] = ()
     dns_port: int = 53
+    web: WebSettings = field(default_factory=WebSettings)
     source: Path = field(default=Path("-"))
 
     def secret(self, name: str) -> bytes:
@@ -103,7 +119,24 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     ):
         if not all(isinstance(x, str) for x in items):
             raise ConfigError(f"{setting}: expected a list of strings")
+    master = _get(data, "web.master_keys", str, "")
+    web = WebSettings(
+        global_domain=_get(data, "web.global_domain", str, WebSettings.global_domain),
+        panel_url=_get(data, "web.panel_url", str, WebSettings.panel_url),
+        master_keys=Path(master) if master else None,
+        new_accounts_enabled=bool(_get(data, "web.new_accounts_enabled", bool, False)),
+        session_idle_minutes=_get(data, "web.session_idle_minutes", int, 30),
+        session_absolute_hours=_get(data, "web.session_absolute_hours", int, 12),
+        registrations_per_hour=_get(data, "web.registrations_per_hour", int, 60),
+        login_failures_per_user=_get(data, "web.login_failures_per_user", int, 10),
+        argon2=Argon2Settings(
+            memory_kib=_get(data, "web.argon2_memory_kib", int, Argon2Settings.memory_kib),
+            time_cost=_get(data, "web.argon2_time_cost", int, Argon2Settings.time_cost),
+            parallelism=1,
+        ),
+    )
     return Config(
+        web=web,
         db_url=_get(data, "database.url", str),
         backend_socket=Path(_get(data, "backend.socket", str)),
         keyhandler_socket=Path(_get(data, "keyhandler.socket", str)),

@@ -6,7 +6,7 @@ import json
 
 from ddmail_common.config import Config
 from ddmail_common.config import load as load_config
-from ddmail_stack.layout import StackLayout
+from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 
 CALLERS = ("web", "admin", "backend", "dovecot")
 
@@ -29,6 +29,13 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         f"argon2_memory_kib = {argon2_memory_kib}",
         f"argon2_time_cost = {argon2_time_cost}",
         "argon2_parallelism = 1",
+        "",
+        "[web]",
+        f"global_domain = {q(GLOBAL_DOMAIN)}",
+        f"panel_url = {q(layout.web_url)}",
+        "new_accounts_enabled = true",
+        f"argon2_memory_kib = {argon2_memory_kib}",
+        f"argon2_time_cost = {argon2_time_cost}",
         "",
         "[secrets]",
     ]

@@ -157,8 +157,8 @@ class Stack:
                 str(L.server_cert),
                 "--keyfile",
                 str(L.server_key),
-                "--domain",
-                GLOBAL_DOMAIN,
+                "--config",
+                str(L.etc / "ddmail.toml"),
             ],
             L.log_dir / "web.log",
         )

@@ -1,32 +1,104 @@
-"""The panel's app factory. The full panel is built on this; here: public pages and headers."""
+"""The panel's app factory: public pages always; the account area when given a config."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+from typing import Any
+
 from flask import Flask, Response, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import Config
+from ddmail_common.db import Database
+from ddmail_web import account, mail, settings
+from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
+from ddmail_web.sessions import access, load_session, set_cookie
+from ddmail_web.state import WebState
+
+MAX_REQUEST = 256 * 1024
 
 
-def create_app(config: dict[str, object] | None = None) -> Flask:
+def _utc(timestamp: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    domain = cfg.web.global_domain if cfg else "ddmail.test"
     app.config.update(
-        MAX_CONTENT_LENGTH=256 * 1024,
-        GLOBAL_DOMAIN="ddmail.test",
+        MAX_CONTENT_LENGTH=MAX_REQUEST,
+        GLOBAL_DOMAIN=domain,
         SERVED_OVER_TLS=True,
+        SESSION_COOKIE_NAME="__Host-ddmail_csrf",  # Flask's cookie only holds the CSRF secret
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the browser session
+        # The strict check wants a Referer, which browsers never send us (no-referrer policy);
+        # the token plus SameSite=Strict cookies carry the protection.
+        WTF_CSRF_SSL_STRICT=False,
     )
-    if config:
-        app.config.update(config)
+    if cfg is not None:
+        app.config["SECRET_KEY"] = hashlib.sha256(b"ddmail-csrf\x00" + cfg.secret("web")).digest()
+        app.extensions["ddmail_web"] = WebState(
+            db=Database(cfg.db_url),
+            settings=cfg.web,
+            backend=ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
+            passwords=Passwords(cfg.web.argon2),
+        )
+    if overrides:
+        app.config.update(overrides)
+    CSRFProtect(app)
+    app.jinja_env.filters["utc"] = _utc
     app.after_request(add_security_headers)
 
     @app.get("/")
+    @access("public")
     def landing() -> str:
         return render_template("landing.html", domain=app.config["GLOBAL_DOMAIN"])
+
+    if cfg is not None:
+        app.before_request(load_session)
+        app.after_request(set_cookie)
+        app.register_blueprint(account.bp)
+        app.register_blueprint(mail.bp)
+        app.register_blueprint(settings.bp)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(_exc: CSRFError) -> tuple[str, int]:
+        return render_template(
+            "error.html",
+            title="Form expired",
+            message="The form was not accepted: it is missing its security "
+            "token or has expired. Go back, reload the page and try again. "
+            "Nothing was changed.",
+        ), 400
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[str, int]:
         return render_template(
             "error.html", title="Page not found", message="There is no page at this address."
         ), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_exc: Exception) -> tuple[str, int]:
+        return render_template(
+            "error.html",
+            title="Not allowed",
+            message="This page does not accept that kind of request.",
+        ), 405
+
+    @app.errorhandler(413)
+    def too_large(_exc: Exception) -> tuple[str, int]:
+        return render_template(
+            "error.html",
+            title="Too large",
+            message="What you sent is larger than this form accepts "
+            "(256 KiB). Nothing was changed.",
+        ), 413
 
     @app.errorhandler(500)
     def crashed(_exc: Exception) -> tuple[str, int]:
@@ -37,6 +109,7 @@ def create_app(config: dict[str, object] | None = None) -> Flask:
         ), 500
 
     @app.get("/healthz")
+    @access("public")
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
 

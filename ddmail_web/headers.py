@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app
+from flask import Response, current_app, g
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -19,6 +19,8 @@ def add_security_headers(response: Response) -> Response:
     h["Cross-Origin-Opener-Policy"] = "same-origin"
     h["Cross-Origin-Resource-Policy"] = "same-origin"
     h["X-Frame-Options"] = "DENY"
+    if g.get("user") is not None:
+        h["Cache-Control"] = "no-store"  # nothing of an account may stay in a shared cache
     if current_app.config.get("SERVED_OVER_TLS"):
         h["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return response

@@ -38,6 +38,7 @@ def write_config(root: Path, db_url: str) -> Config:
                 **CHEAP_ARGON2,
             },
             "secrets": secrets,
+            "web": {"new_accounts_enabled": True, **CHEAP_ARGON2},
         }
     )
 

@@ -6,6 +6,8 @@ from alembic import context
 
 import ddmail_backend.models
 import ddmail_keyhandler.models  # noqa: F401 - registers the keyhandler's tables
+import ddmail_web.audit
+import ddmail_web.models
 from ddmail_common.db import Base, make_engine
 
 config = context.config
@@ -20,4 +22,4 @@ with engine.begin() as connection:
     with context.begin_transaction():
         context.run_migrations()
 engine.dispose()
-assert ddmail_backend.models  # both imports are for their side effect
+assert ddmail_backend.models and ddmail_web.models and ddmail_web.audit  # imported for their tables

@@ -1,0 +1,81 @@
+"""Forms (Flask-WTF: every POST carries a CSRF token). Secrets are never re-displayed."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+
+class EmptyForm(FlaskForm):
+    """A form with only the CSRF token (buttons such as logout)."""
+
+
+class LoginForm(FlaskForm):
+    user = StringField("Username", validators=[DataRequired(), Length(max=32)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
+    totp = StringField(
+        "One-time code (if enabled)",
+        validators=[Optional(), Regexp(r"^[0-9 ]{6,8}$", message="Six digits.")],
+    )
+
+
+class RevokeForm(FlaskForm):
+    session = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,12}$")])
+
+
+class KeyFileForm(FlaskForm):
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
+
+
+LOCAL_PART = Regexp(r"^[A-Za-z0-9._-]{1,64}$", message="Use letters, digits, dots, - and _.")
+
+
+class AddMailboxForm(FlaskForm):
+    local_part = StringField("Name", validators=[DataRequired(), LOCAL_PART])
+    domain = SelectField("Domain", validators=[DataRequired()])
+
+
+class MailboxPasswordForm(FlaskForm):
+    mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=200)]
+    )
+
+
+class MailboxResetForm(FlaskForm):
+    mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
+
+
+class MailboxRemoveForm(FlaskForm):
+    mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
+    confirm = BooleanField(
+        "Yes, destroy this mailbox and all its mail",
+        validators=[DataRequired("Tick the box to confirm.")],
+    )
+
+
+class AddAliasForm(FlaskForm):
+    local_part = StringField("Name", validators=[DataRequired(), LOCAL_PART])
+    domain = SelectField("Domain", validators=[DataRequired()])
+    destination = SelectMultipleField(
+        "Deliver to", validators=[DataRequired("Choose at least one mailbox.")]
+    )
+
+
+class RemoveAliasForm(FlaskForm):
+    alias = HiddenField(validators=[DataRequired(), Length(max=254)])
+
+
+class DomainForm(FlaskForm):
+    domain = StringField("Domain", validators=[DataRequired(), Length(max=253)])

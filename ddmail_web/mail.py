@@ -1,0 +1,245 @@
+"""Mailboxes, aliases and own domains, managed through the backend (never directly)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, g, make_response, redirect, render_template, url_for
+from werkzeug.wrappers import Response
+
+from ddmail_common.errors import ApiError
+from ddmail_web import audit
+from ddmail_web.credentials import KeyFile
+from ddmail_web.forms import (
+    AddAliasForm,
+    AddMailboxForm,
+    DomainForm,
+    MailboxPasswordForm,
+    MailboxRemoveForm,
+    MailboxResetForm,
+    RemoveAliasForm,
+)
+from ddmail_web.models import User
+from ddmail_web.sessions import access
+from ddmail_web.state import web
+
+bp = Blueprint("mail", __name__, url_prefix="/settings")
+
+
+def backend(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Call the backend; on failure flash its plain-sentence message and return None."""
+    try:
+        return web().backend.call(method, path, body)
+    except ApiError as exc:
+        flash(exc.message, "error")
+        return None
+
+
+def record(action: str, obj: str = "") -> None:
+    with web().db.session() as s:
+        audit.append(s, g.user.account, g.user.username, action, obj)
+
+
+def _domains() -> list[str]:
+    answer = backend("GET", f"/v1/domains?account={g.account.id}") or {}
+    own = [d["name"] for d in answer.get("domains", []) if d["verified"] and d["enabled"]]
+    return list(answer.get("global", [])) + own
+
+
+def _mailboxes() -> list[dict[str, Any]]:
+    answer = backend("GET", f"/v1/mailboxes?account={g.account.id}") or {}
+    return list(answer.get("mailboxes", []))
+
+
+def show_secret(title: str, address: str, password: str) -> Response:
+    response = make_response(
+        render_template("mail/password.html", title=title, address=address, password=password)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/mailboxes", methods=["GET", "POST"])
+@access("authenticated")
+def mailboxes() -> Response | str | tuple[str, int]:
+    form = AddMailboxForm()
+    form.domain.choices = [(d, d) for d in _domains()]
+    if form.validate_on_submit():
+        address = f"{form.local_part.data}@{form.domain.data}"
+        made = backend("POST", "/v1/mailboxes", {"account": g.account.id, "address": address})
+        if made is not None:
+            record("mailbox_added", made["address"])
+            return show_secret("Mailbox created", made["address"], made["password"])
+    status = 400 if form.errors else 200
+    return render_template(
+        "mail/mailboxes.html",
+        form=form,
+        mailboxes=_mailboxes(),
+        password_form=MailboxPasswordForm(),
+        reset_form=MailboxResetForm(),
+        remove_form=MailboxRemoveForm(),
+    ), status
+
+
+@bp.post("/mailboxes/password")
+@access("authenticated")
+def mailbox_password() -> Response:
+    form = MailboxPasswordForm()
+    if form.validate_on_submit():
+        answer = backend(
+            "POST",
+            "/v1/mailboxes/password",
+            {
+                "account": g.account.id,
+                "address": form.mailbox.data,
+                "current_password": form.current_password.data,
+            },
+        )
+        if answer is not None:
+            record("mailbox_password_changed", form.mailbox.data)
+            return show_secret("New mailbox password", form.mailbox.data, answer["password"])
+    else:
+        flash("Enter the mailbox's current password.", "error")
+    return redirect(url_for("mail.mailboxes"))
+
+
+@bp.post("/mailboxes/reset")
+@access("reauthenticated")
+def mailbox_reset() -> Response:
+    form = MailboxResetForm()
+    if not form.validate_on_submit():
+        flash("Choose your key file to reset the mailbox password.", "error")
+        return redirect(url_for("mail.mailboxes"))
+    keyfile = KeyFile.parse(form.key.data.read(4097))
+    with web().db.session() as s:
+        user = s.get(User, g.user.id)
+    secret = None
+    if keyfile is not None and user is not None and keyfile.matches(user.keyfile_digest):
+        secret = keyfile.unseal(user.username, user.recovery_sealed)
+    if secret is None:
+        flash("That is not your key file.", "error")
+        return redirect(url_for("mail.mailboxes"))
+    answer = backend(
+        "POST",
+        "/v1/mailboxes/reset",
+        {"account": g.account.id, "address": form.mailbox.data, "recovery_secret": secret},
+    )
+    if answer is None:
+        return redirect(url_for("mail.mailboxes"))
+    record("mailbox_password_reset", form.mailbox.data)
+    return show_secret("New mailbox password", form.mailbox.data, answer["password"])
+
+
+@bp.post("/mailboxes/remove")
+@access("authenticated")
+def mailbox_remove() -> Response:
+    form = MailboxRemoveForm()
+    if not form.validate_on_submit():
+        flash("Tick the box to confirm that the mailbox and its mail are destroyed.", "error")
+        return redirect(url_for("mail.mailboxes"))
+    answer = backend(
+        "POST", "/v1/mailboxes/remove", {"account": g.account.id, "address": form.mailbox.data}
+    )
+    if answer is not None:
+        record("mailbox_removed", form.mailbox.data)
+        flash(
+            f"{form.mailbox.data} is destroyed; its stored mail can never be read again.", "success"
+        )
+    return redirect(url_for("mail.mailboxes"))
+
+
+@bp.route("/aliases", methods=["GET", "POST"])
+@access("authenticated")
+def aliases() -> Response | str | tuple[str, int]:
+    form = AddAliasForm()
+    form.domain.choices = [(d, d) for d in _domains()]
+    form.destination.choices = [
+        (m["address"], m["address"]) for m in _mailboxes() if m["state"] == "active"
+    ]
+    if form.validate_on_submit():
+        address = f"{form.local_part.data}@{form.domain.data}"
+        made = backend(
+            "POST",
+            "/v1/aliases",
+            {
+                "account": g.account.id,
+                "address": address,
+                "destinations": list(form.destination.data),
+            },
+        )
+        if made is not None:
+            record("alias_added", made["address"])
+            flash(
+                f"{made['address']} now delivers to {', '.join(made['destinations'])}.", "success"
+            )
+            return redirect(url_for("mail.aliases"))
+    answer = backend("GET", f"/v1/aliases?account={g.account.id}") or {}
+    status = 400 if form.errors else 200
+    return render_template(
+        "mail/aliases.html",
+        form=form,
+        aliases=answer.get("aliases", []),
+        remove_form=RemoveAliasForm(),
+    ), status
+
+
+@bp.post("/aliases/remove")
+@access("authenticated")
+def alias_remove() -> Response:
+    form = RemoveAliasForm()
+    body = {"account": g.account.id, "address": form.alias.data}
+    if form.validate_on_submit() and backend("POST", "/v1/aliases/remove", body) is not None:
+        record("alias_removed", form.alias.data)
+        flash(f"{form.alias.data} is removed.", "success")
+    return redirect(url_for("mail.aliases"))
+
+
+@bp.route("/domains", methods=["GET", "POST"])
+@access("authenticated")
+def domains() -> Response | str | tuple[str, int]:
+    form = DomainForm()
+    if form.validate_on_submit():
+        made = backend("POST", "/v1/domains", {"account": g.account.id, "name": form.domain.data})
+        if made is not None:
+            record("domain_added", made["name"])
+            flash(f"{made['name']} is added. Publish the TXT record below, then verify.", "success")
+            return redirect(url_for("mail.domains"))
+    answer = backend("GET", f"/v1/domains?account={g.account.id}") or {}
+    status = 400 if form.errors else 200
+    return render_template(
+        "mail/domains.html",
+        form=form,
+        domains=answer.get("domains", []),
+        action_form=DomainForm(formdata=None),
+        mail_host=f"mail.{web().settings.global_domain}",
+    ), status
+
+
+@bp.post("/domains/verify")
+@access("authenticated")
+def domain_verify() -> Response:
+    form = DomainForm()
+    if form.validate_on_submit():
+        answer = backend(
+            "POST", "/v1/domains/verify", {"account": g.account.id, "name": form.domain.data}
+        )
+        if answer is not None:
+            record(
+                "domain_verified" if answer["verified"] else "domain_verify_failed", answer["name"]
+            )
+            if answer["verified"]:
+                flash(f"{answer['name']} is verified.", "success")
+            else:
+                flash(f"The TXT record of {answer['name']} was not found yet.", "error")
+    return redirect(url_for("mail.domains"))
+
+
+@bp.post("/domains/remove")
+@access("authenticated")
+def domain_remove() -> Response:
+    form = DomainForm()
+    body = {"account": g.account.id, "name": form.domain.data}
+    if form.validate_on_submit() and backend("POST", "/v1/domains/remove", body) is not None:
+        record("domain_removed", form.domain.data)
+        flash(f"{form.domain.data} is removed.", "success")
+    return redirect(url_for("mail.domains"))

@@ -1,0 +1,25 @@
+"""What the panel's views share: its database, settings, the backend client and hashers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import WebSettings
+from ddmail_common.db import Database
+from ddmail_web.credentials import Passwords
+
+
+@dataclass
+class WebState:
+    db: Database
+    settings: WebSettings
+    backend: ServiceClient
+    passwords: Passwords
+
+
+def web() -> WebState:
+    state: WebState = current_app.extensions["ddmail_web"]
+    return state

@@ -1,0 +1,295 @@
+"""The panel through a browser-like client, with the real backend and keyhandler behind it."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, text
+
+from ddmail_web.app import create_app
+from tests.services import Services, running_services
+from tests.webclient import Browser, codes, csrf
+
+pytestmark = pytest.mark.postgres
+NO_JS = re.compile(r"<script|\son[a-z]+\s*=", re.IGNORECASE)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
+    from tests.stackrun import postgres_url
+
+    with running_services(tmp_path, postgres_url()) as svc:
+        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
+        yield svc, create_app(svc.cfg)
+
+
+@pytest.fixture
+def browser(env: tuple[Services, Flask]) -> Browser:
+    return Browser(env[1])
+
+
+def db_rows(svc: Services, query: str) -> list[tuple[object, ...]]:
+    engine = create_engine(svc.cfg.db_url)
+    with engine.connect() as conn:
+        result = [tuple(r) for r in conn.execute(text(query))]
+    engine.dispose()
+    return result
+
+
+def test_registration_shows_credentials_once_and_the_key_file_downloads_once(
+    browser: Browser,
+) -> None:
+    resp = browser.post("/register")
+    assert resp.headers["Cache-Control"] == "no-store"
+    found = codes(resp.get_data(as_text=True))
+    assert set(found) >= {"account", "username", "password"}
+    assert "cannot be recovered" in resp.get_data(as_text=True)
+    token = csrf(resp.get_data(as_text=True))
+    first = browser.client.post(
+        "/register/keyfile", data={"csrf_token": token}, base_url="https://localhost"
+    )
+    assert first.status_code == 200 and b"key: " in first.data
+    assert first.headers["Content-Disposition"].startswith("attachment")
+    again = browser.client.post(
+        "/register/keyfile", data={"csrf_token": token}, base_url="https://localhost"
+    )
+    assert again.status_code == 410
+
+
+def test_login_with_all_three_factors(browser: Browser) -> None:
+    reg = browser.register()
+    resp = browser.login(reg)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/settings")
+    page = browser.get("/settings")
+    assert f"Logged in as user: {reg.username}" in page.get_data(as_text=True)
+    assert page.headers["Cache-Control"] == "no-store"
+    cookie = next(c for c in resp.headers.getlist("Set-Cookie") if "ddmail_session" in c)
+    assert cookie.startswith("__Host-ddmail_session=")
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert flag in cookie
+
+
+@pytest.mark.parametrize("what", ["password", "keyfile", "user"])
+def test_every_login_failure_gets_the_same_answer(browser: Browser, what: str) -> None:
+    reg = browser.register()
+    if what == "password":
+        resp = browser.login(reg, password="wrong-password")
+    elif what == "keyfile":
+        resp = browser.login(reg, keyfile=b"key: " + b"A" * 88 + b"\n")
+    else:
+        reg.username = "nosuchuser00"
+        resp = browser.login(reg)
+    assert resp.status_code == 401
+    assert "Login failed: the username, password, key file or code is not right." in resp.get_data(
+        as_text=True
+    )
+    assert "Logged in as user: Not logged in" in browser.get("/").get_data(as_text=True)
+
+
+def test_the_database_holds_only_a_hash_of_the_session_token(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    reg = browser.register()
+    resp = browser.login(reg)
+    token = (
+        next(c for c in resp.headers.getlist("Set-Cookie") if "ddmail_session" in c)
+        .split("=", 1)[1]
+        .split(";")[0]
+    )
+    stored = db_rows(env[0], "SELECT token_hash FROM web_sessions")
+    assert stored and all(token not in str(row) for row in stored)
+
+
+def test_password_guessing_without_the_key_file_cannot_lock_the_owner_out(
+    browser: Browser,
+) -> None:
+    reg = browser.register()
+    attacker = Browser(browser.app)
+    for _ in range(15):
+        attacker.login(reg, password="guess", keyfile=b"key: " + b"B" * 88 + b"\n")
+    assert browser.login(reg).status_code == 302
+
+
+def test_password_guessing_with_the_key_file_is_throttled(browser: Browser) -> None:
+    reg = browser.register()
+    for _ in range(10):
+        assert browser.login(reg, password="guess").status_code == 401
+    assert browser.login(reg).status_code == 401  # even the right password, for a while
+
+
+def test_logout_ends_the_session(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    resp = browser.post("/logout", token_from="/settings")
+    assert resp.status_code == 302
+    assert browser.get("/settings").status_code == 302
+
+
+def test_a_user_sees_and_ends_other_sessions(browser: Browser) -> None:
+    reg = browser.register()
+    other = Browser(browser.app)
+    other.login(reg)
+    browser.login(reg)
+    page = browser.get("/settings/sessions").get_data(as_text=True)
+    ids = re.findall(r'name="session" value="(\d+)"', page)
+    assert len(ids) == 2
+    # The other browser's session is the older one (listed last).
+    browser.post("/settings/sessions/revoke", {"session": ids[-1]}, token_from="/settings/sessions")
+    assert other.get("/settings").status_code == 302
+    assert browser.get("/settings").status_code == 200
+
+
+def test_mailbox_lifecycle_through_the_panel(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    resp = browser.post("/settings/mailboxes", {"local_part": "alice", "domain": "ddmail.test"})
+    assert resp.headers["Cache-Control"] == "no-store"
+    password = codes(resp.get_data(as_text=True))["mailbox-password"]
+    assert "alice@ddmail.test" in browser.get("/settings/mailboxes").get_data(as_text=True)
+    changed = browser.post(
+        "/settings/mailboxes/password",
+        {"mailbox": "alice@ddmail.test", "current_password": password},
+        token_from="/settings/mailboxes",
+    )
+    new = codes(changed.get_data(as_text=True))["mailbox-password"]
+    assert new != password
+    reset = browser.post(
+        "/settings/mailboxes/reset",
+        {"mailbox": "alice@ddmail.test", "key": (io.BytesIO(reg.keyfile), "k.key")},
+        token_from="/settings/mailboxes",
+        content_type="multipart/form-data",
+    )
+    assert "mailbox-password" in codes(reset.get_data(as_text=True))
+    refused = browser.post(
+        "/settings/mailboxes/remove",
+        {"mailbox": "alice@ddmail.test"},
+        token_from="/settings/mailboxes",
+        follow_redirects=True,
+    )
+    assert "Tick the box" in refused.get_data(as_text=True)
+    removed = browser.post(
+        "/settings/mailboxes/remove",
+        {"mailbox": "alice@ddmail.test", "confirm": "y"},
+        token_from="/settings/mailboxes",
+        follow_redirects=True,
+    )
+    assert "can never be read again" in removed.get_data(as_text=True)
+    audit = browser.get("/settings/audit").get_data(as_text=True)
+    for action in (
+        "mailbox added",
+        "mailbox password changed",
+        "mailbox password reset",
+        "mailbox removed",
+        "login",
+    ):
+        assert action in audit
+
+
+def test_reset_with_another_key_file_is_refused(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "bob", "domain": "ddmail.test"})
+    resp = browser.post(
+        "/settings/mailboxes/reset",
+        {"mailbox": "bob@ddmail.test", "key": (io.BytesIO(b"key: " + b"C" * 88), "k.key")},
+        token_from="/settings/mailboxes",
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    )
+    assert "That is not your key file." in resp.get_data(as_text=True)
+
+
+def test_invalid_mailbox_name_keeps_the_input_and_says_what_to_fix(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    resp = browser.post("/settings/mailboxes", {"local_part": "bad name!", "domain": "ddmail.test"})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    assert "Use letters, digits" in page and 'value="bad name!"' in page
+
+
+def test_reserved_mailbox_name_is_explained(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    page = browser.post(
+        "/settings/mailboxes", {"local_part": "postmaster", "domain": "ddmail.test"}
+    ).get_data(as_text=True)
+    assert "This address is reserved." in page
+
+
+def test_alias_and_domain_pages(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "carol", "domain": "ddmail.test"})
+    resp = browser.post(
+        "/settings/aliases",
+        {"local_part": "team", "domain": "ddmail.test", "destination": ["carol@ddmail.test"]},
+        follow_redirects=True,
+    )
+    assert "team@ddmail.test now delivers to carol@ddmail.test" in resp.get_data(as_text=True)
+    resp = browser.post("/settings/domains", {"domain": "example.org"}, follow_redirects=True)
+    page = resp.get_data(as_text=True)
+    assert "_ddmail-verify.example.org" in page
+    assert codes(page)["verification-token"].startswith("ddmail-verify=")
+
+
+def test_backend_down_is_a_clear_message_and_changes_nothing(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    env[0].stop_keyhandler()
+    resp = browser.post("/settings/mailboxes", {"local_part": "dave", "domain": "ddmail.test"})
+    assert "not reachable right now" in resp.get_data(as_text=True)
+    assert db_rows(env[0], "SELECT count(*) FROM backend_mailboxes") == [(0,)]
+
+
+def test_every_post_without_csrf_token_is_refused(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    for rule in browser.app.url_map.iter_rules():
+        if "POST" in (rule.methods or set()):
+            resp = browser.client.post(rule.rule, data={}, base_url="https://localhost")
+            assert resp.status_code == 400, rule.rule
+            assert "security token" in resp.get_data(as_text=True), rule.rule
+
+
+def test_every_route_declares_who_may_use_it(env: tuple[Services, Flask]) -> None:
+    app = env[1]
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        assert getattr(view, "_ddmail_access", None) in (
+            "public",
+            "authenticated",
+            "reauthenticated",
+        ), rule.rule
+
+
+def test_settings_pages_need_a_login(browser: Browser) -> None:
+    for rule in browser.app.url_map.iter_rules():
+        view = browser.app.view_functions[rule.endpoint]
+        if getattr(view, "_ddmail_access", "public") != "public" and "GET" in (rule.methods or ()):
+            resp = browser.get(rule.rule)
+            assert resp.status_code == 302 and resp.headers["Location"].endswith("/login")
+
+
+def test_no_page_has_javascript(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    for rule in browser.app.url_map.iter_rules():
+        if "GET" in (rule.methods or ()) and not rule.arguments and rule.endpoint != "static":
+            html = browser.get(rule.rule).get_data(as_text=True)
+            assert not NO_JS.search(html), rule.rule
+
+
+def test_oversized_request_gets_a_friendly_413(browser: Browser) -> None:
+    resp = browser.client.post("/login", data={"user": "x" * 300_000}, base_url="https://localhost")
+    assert resp.status_code == 413
+    assert "larger than this form accepts" in resp.get_data(as_text=True)

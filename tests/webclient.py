@@ -1,0 +1,82 @@
+"""Drive the panel through Flask's test client over https, like a browser without JavaScript."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+CODE = re.compile(r'<code id="([a-z-]+)">([^<]+)</code>')
+
+
+def csrf(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def codes(html: str) -> dict[str, str]:
+    return dict(CODE.findall(html))
+
+
+@dataclass
+class Registered:
+    account: str
+    username: str
+    password: str
+    keyfile: bytes
+
+
+class Browser:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.client: FlaskClient = app.test_client()
+
+    def get(self, path: str) -> TestResponse:
+        return self.client.get(path, base_url="https://localhost")
+
+    def post(
+        self,
+        path: str,
+        data: dict[str, Any] | None = None,
+        token_from: str | None = None,
+        **kwargs: Any,
+    ) -> TestResponse:
+        """POST a form; the CSRF token is taken from the page at TOKEN_FROM (default: PATH)."""
+        data = dict(data or {})
+        if "csrf_token" not in data:
+            data["csrf_token"] = csrf(self.get(token_from or path).get_data(as_text=True))
+        return self.client.post(path, data=data, base_url="https://localhost", **kwargs)
+
+    def register(self) -> Registered:
+        page = self.post("/register").get_data(as_text=True)
+        found = codes(page)
+        keyfile = self.client.post(
+            "/register/keyfile", data={"csrf_token": csrf(page)}, base_url="https://localhost"
+        )
+        assert keyfile.status_code == 200, keyfile.status_code
+        return Registered(found["account"], found["username"], found["password"], keyfile.data)
+
+    def login(
+        self,
+        reg: Registered,
+        password: str | None = None,
+        keyfile: bytes | None = None,
+        totp: str = "",
+    ) -> TestResponse:
+        return self.post(
+            "/login",
+            {
+                "user": reg.username,
+                "password": password or reg.password,
+                "totp": totp,
+                "key": (io.BytesIO(reg.keyfile if keyfile is None else keyfile), "my.key"),
+            },
+            content_type="multipart/form-data",
+        )
