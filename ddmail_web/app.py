@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
-from ddmail_web import account, mail, settings
+from ddmail_web import account, mail, public, settings
 from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
 from ddmail_web.sessions import access, load_session, set_cookie
@@ -60,12 +60,13 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
     def landing() -> str:
         return render_template("landing.html", domain=app.config["GLOBAL_DOMAIN"])
 
+    # Every blueprint is registered so that every link can be built; only a configured panel
+    # (with a database and a backend) has sessions.
+    for blueprint in (public.bp, account.bp, mail.bp, settings.bp):
+        app.register_blueprint(blueprint)
     if cfg is not None:
         app.before_request(load_session)
         app.after_request(set_cookie)
-        app.register_blueprint(account.bp)
-        app.register_blueprint(mail.bp)
-        app.register_blueprint(settings.bp)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(_exc: CSRFError) -> tuple[str, int]:

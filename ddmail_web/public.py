@@ -87,7 +87,9 @@ def _text_list(key: str, default: list[str]) -> list[str]:
 
 
 def _security_contacts() -> list[str]:
-    return _text_list("SECURITY_CONTACT", [f"mailto:security@{_global_domain()}"])
+    contacts = _text_list("SECURITY_CONTACT", [f"mailto:security@{_global_domain()}"])
+    # RFC 9116 wants a URI; a bare address is what an operator most likely means.
+    return [f"mailto:{c}" if "@" in c and ":" not in c else c for c in contacts]
 
 
 def _page(template: str, **extra: object) -> str:
@@ -227,7 +229,8 @@ def autoconfig_xml() -> bytes:
     doc = ET.SubElement(provider, "documentation", url=f"{_panel_url()}/help")
     ET.SubElement(doc, "descr", lang="en").text = "Mail program settings"
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body + b"\n"
 
 
 # Thunderbird asks https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml and

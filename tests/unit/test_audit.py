@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,14 +18,19 @@ from ddmail_web.audit import GENESIS_HASH, AuditEntry, append, entries, entry_ha
 from tests.stackrun import postgres_url
 
 pytestmark = pytest.mark.postgres
+_PG_ADMIN = "host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres"
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(postgres_url() or f"sqlite:///{tmp_path}/t.sqlite3")
+    pg_url = postgres_url()
+    database = Database(pg_url or f"sqlite:///{tmp_path}/t.sqlite3")
     Base.metadata.create_all(database.engine)
     yield database
     database.engine.dispose()
+    if pg_url:  # each test gets a database of its own; dropped so that runs leave none behind
+        with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {pg_url.rsplit('/', 1)[1]}")
 
 
 def _fill(db: Database, account: str = "alice", count: int = 5) -> None:

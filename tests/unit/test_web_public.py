@@ -183,7 +183,7 @@ def test_security_txt_uses_the_configured_panel_url_and_contact() -> None:
     client = make_app(
         {
             "PANEL_URL": "https://panel.example.org/",
-            "SECURITY_CONTACT": ["mailto:sec@example.org", "https://example.org/report"],
+            "SECURITY_CONTACT": ["sec@example.org", "https://example.org/report"],
         }
     ).test_client()
     got = fields(client.get("/.well-known/security.txt").get_data(as_text=True))
