@@ -20,6 +20,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
@@ -80,7 +81,6 @@ def register() -> Response | str | tuple[str, int]:
         flash(f"Registration is not possible right now: {exc.message}", "error")
         return render_template("account/register.html", form=form), 503
     now = int(time.time())
-    token = secrets.token_urlsafe(32)
     with state.db.session() as s:
         s.add(
             Account(
@@ -104,14 +104,7 @@ def register() -> Response | str | tuple[str, int]:
                 created_at=now,
             )
         )
-        s.add(
-            PendingKeyfile(
-                token_hash=token_hash(token),
-                username=username,
-                sealed=_seal_for_browser(token, keyfile.render(account, username)),
-                expires_at=now + PENDING_SECONDS,
-            )
-        )
+        token = offer_keyfile(s, username, keyfile.render(account, username))
         audit.append(s, account, username, "account_registered")
     response = make_response(
         render_template(
@@ -123,6 +116,26 @@ def register() -> Response | str | tuple[str, int]:
         )
     )
     response.headers["Cache-Control"] = "no-store"
+    set_keyfile_cookie(response, token)
+    return response
+
+
+def offer_keyfile(s: DbSession, username: str, content: bytes) -> str:
+    """Keep a new key file for one download by this browser; return the cookie's token. The
+    database row alone cannot be opened: its key is derived from the token."""
+    token = secrets.token_urlsafe(32)
+    s.add(
+        PendingKeyfile(
+            token_hash=token_hash(token),
+            username=username,
+            sealed=_seal_for_browser(token, content),
+            expires_at=int(time.time()) + PENDING_SECONDS,
+        )
+    )
+    return token
+
+
+def set_keyfile_cookie(response: Response, token: str) -> None:
     response.set_cookie(
         REG_COOKIE,
         token,
@@ -132,7 +145,6 @@ def register() -> Response | str | tuple[str, int]:
         path="/",
         max_age=PENDING_SECONDS,
     )
-    return response
 
 
 @bp.post("/register/keyfile")

@@ -68,18 +68,7 @@ class MasterKeys:
 
     @classmethod
     def load(cls, path: Path) -> MasterKeys:
-        try:
-            with path.open("rb") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                data = f.read()
-        except OSError as exc:
-            raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from None
-        if mode & _FORBIDDEN_MODE:
-            raise KeyFileError(
-                f"{path}: others may read or change it (mode {stat.S_IMODE(mode):04o});"
-                " use 0600 or 0640"
-            )
-        return cls._parse(path, data)
+        return cls._parse(path, _read_key_file(path)[1])
 
     @classmethod
     def _parse(cls, path: Path, data: bytes) -> MasterKeys:
@@ -120,7 +109,6 @@ class MasterKeys:
         key_id = _new_key_id(set())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o600)  # the umask may have narrowed the mode given to open
             f.write(_key_line(key_id))
             f.flush()
             os.fsync(fd)
@@ -135,16 +123,15 @@ class MasterKeys:
         of one. The new file keeps the old one's owner, group and mode, lest the service lose
         access because an operator rotated as root.
         """
-        current = cls.load(path)  # never rotate a file that does not load
-        data = path.read_bytes()
-        st = path.stat()
-        key_id = _new_key_id(set(current.keys))
+        st, data = _read_key_file(path)
+        key_id = _new_key_id(set(cls._parse(path, data).keys))  # never rotate a broken file
         if data and not data.endswith(b"\n"):
             data += b"\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
         try:
             with os.fdopen(fd, "wb") as f:
-                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                tmp_st = os.fstat(fd)
+                if (tmp_st.st_uid, tmp_st.st_gid) != (st.st_uid, st.st_gid):
                     os.fchown(fd, st.st_uid, st.st_gid)
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
                 f.write(data + _key_line(key_id))
@@ -162,6 +149,21 @@ class MasterKeys:
             return self.keys[key_id]
         except KeyError:
             raise EnvelopeError(f"no master key with id {key_id!r}") from None
+
+
+def _read_key_file(path: Path) -> tuple[os.stat_result, bytes]:
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())  # of the file read, not of whatever the path names later
+            data = f.read()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if st.st_mode & _FORBIDDEN_MODE:
+        raise KeyFileError(
+            f"{path}: others may read or change it (mode {stat.S_IMODE(st.st_mode):04o});"
+            " use 0600 or 0640"
+        )
+    return st, data
 
 
 def _new_key_id(taken: set[str]) -> str:

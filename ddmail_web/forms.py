@@ -79,3 +79,15 @@ class RemoveAliasForm(FlaskForm):
 
 class DomainForm(FlaskForm):
     domain = StringField("Domain", validators=[DataRequired(), Length(max=253)])
+
+
+class ConfirmDeleteForm(FlaskForm):
+    confirm = BooleanField(
+        "Yes, delete my account, every mailbox and all mail",
+        validators=[DataRequired("Tick the box to confirm.")],
+    )
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
+
+
+class RemoveUserForm(FlaskForm):
+    user = HiddenField(validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}$")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g, render_template
 
 from ddmail_web import audit
+from ddmail_web.forms import KeyFileForm
 from ddmail_web.sessions import access
 from ddmail_web.state import web
 
@@ -14,7 +15,7 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 @bp.get("")
 @access("authenticated")
 def menu() -> str:
-    return render_template("settings/menu.html")
+    return render_template("settings/menu.html", form=KeyFileForm())
 
 
 @bp.get("/audit")

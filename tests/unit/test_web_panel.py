@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,129 @@ def test_oversized_request_gets_a_friendly_413(browser: Browser) -> None:
     resp = browser.client.post("/login", data={"user": "x" * 300_000}, base_url="https://localhost")
     assert resp.status_code == 413
     assert "larger than this form accepts" in resp.get_data(as_text=True)
+
+
+def keyfile_upload(data: bytes) -> tuple[io.BytesIO, str]:
+    return (io.BytesIO(data), "k.key")
+
+
+def test_new_panel_password_needs_the_key_file_and_logs_out_other_sessions(
+    browser: Browser,
+) -> None:
+    reg = browser.register()
+    other = Browser(browser.app)
+    other.login(reg)
+    browser.login(reg)
+    refused = browser.post(
+        "/settings/password",
+        {"key": keyfile_upload(b"key: " + b"D" * 88)},
+        token_from="/settings",
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    )
+    assert "That is not your key file" in refused.get_data(as_text=True)
+    resp = browser.post(
+        "/settings/password",
+        {"key": keyfile_upload(reg.keyfile)},
+        token_from="/settings",
+        content_type="multipart/form-data",
+    )
+    new = codes(resp.get_data(as_text=True))["password"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert other.get("/settings").status_code == 302
+    assert browser.get("/settings").status_code == 200
+    assert Browser(browser.app).login(reg).status_code == 401
+    reg.password = new
+    assert Browser(browser.app).login(reg).status_code == 302
+
+
+def test_new_key_file_replaces_the_old_one_and_still_resets_mailboxes(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "erin", "domain": "ddmail.test"})
+    resp = browser.post(
+        "/settings/keyfile",
+        {"key": keyfile_upload(reg.keyfile)},
+        token_from="/settings",
+        content_type="multipart/form-data",
+    )
+    assert resp.headers["Content-Disposition"].startswith("attachment")
+    old, reg.keyfile = reg.keyfile, resp.data
+    assert Browser(browser.app).login(reg).status_code == 302
+    reg_old = type(reg)(reg.account, reg.username, reg.password, old)
+    assert Browser(browser.app).login(reg_old).status_code == 401
+    reset = browser.post(
+        "/settings/mailboxes/reset",
+        {"mailbox": "erin@ddmail.test", "key": keyfile_upload(reg.keyfile)},
+        token_from="/settings/mailboxes",
+        content_type="multipart/form-data",
+    )
+    assert "mailbox-password" in codes(reset.get_data(as_text=True))
+
+
+def test_account_users_can_be_added_and_removed_but_not_oneself(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    resp = browser.post(
+        "/settings/users", {"key": keyfile_upload(reg.keyfile)}, content_type="multipart/form-data"
+    )
+    page = resp.get_data(as_text=True)
+    found = codes(page)
+    assert found["account"] == reg.account
+    keyfile = browser.client.post(
+        "/register/keyfile", data={"csrf_token": csrf(page)}, base_url="https://localhost"
+    )
+    newcomer = type(reg)(reg.account, found["username"], found["password"], keyfile.data)
+    second = Browser(browser.app)
+    assert second.login(newcomer).status_code == 302
+    mine = second.post(
+        "/settings/users/remove",
+        {"user": newcomer.username},
+        token_from="/settings/users",
+        follow_redirects=True,
+    )
+    assert "You cannot remove yourself" in mine.get_data(as_text=True)
+    browser.post(
+        "/settings/users/remove", {"user": newcomer.username}, token_from="/settings/users"
+    )
+    assert second.get("/settings").status_code == 302
+    assert Browser(browser.app).login(newcomer).status_code == 401
+
+
+def test_export_holds_the_accounts_data(browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "frank", "domain": "ddmail.test"})
+    data = json.loads(browser.get("/settings/account/export").data)
+    assert data["account"]["id"] == reg.account
+    assert [u["username"] for u in data["users"]] == [reg.username]
+    assert [m["address"] for m in data["mailboxes"]] == ["frank@ddmail.test"]
+    assert {e["action"] for e in data["audit"]} >= {"account_registered", "login", "mailbox_added"}
+    assert reg.password not in json.dumps(data)
+
+
+def test_account_deletion_shreds_every_mailbox_and_keeps_a_final_audit_entry(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "gina", "domain": "ddmail.test"})
+    refused = browser.post(
+        "/settings/account/delete",
+        {"key": keyfile_upload(reg.keyfile)},
+        content_type="multipart/form-data",
+    )
+    assert refused.status_code == 400 and "Tick the box" in refused.get_data(as_text=True)
+    resp = browser.post(
+        "/settings/account/delete",
+        {"confirm": "y", "key": keyfile_upload(reg.keyfile)},
+        content_type="multipart/form-data",
+    )
+    assert "Your account is deleted" in resp.get_data(as_text=True)
+    svc = env[0]
+    assert db_rows(svc, "SELECT count(*) FROM keyhandler_mailbox_keys") == [(0,)]
+    assert db_rows(svc, "SELECT address FROM backend_tombstones") == [("gina@ddmail.test",)]
+    assert db_rows(svc, "SELECT count(*) FROM web_users") == [(0,)]
+    last = db_rows(svc, "SELECT action FROM web_audit ORDER BY seq DESC LIMIT 1")
+    assert last == [("account_deleted",)]
+    assert Browser(browser.app).login(reg).status_code == 401
