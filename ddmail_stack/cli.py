@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ddmail_common.errors import ApiError
+from ddmail_stack import config_file
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
@@ -99,6 +100,17 @@ def cmd_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_master(args: argparse.Namespace) -> int:
+    from ddmail_web.keyrotation import rotate_master
+
+    new_id, count = rotate_master(config_file.load(StackLayout.load(args.root)))
+    print(
+        f"new master key {new_id}; {count} secrets re-wrapped. Remove the old key's line from "
+        "the key file once every panel process has restarted."
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddmail")
     top = p.add_subparsers(dest="area", required=True)
@@ -127,6 +139,10 @@ def parser() -> argparse.ArgumentParser:
     domain.add_argument("name", nargs="?")
     domain.add_argument("--root", type=_root, required=True)
     domain.set_defaults(func=cmd_domain)
+    keys = admin.add_parser("keys", help="the panel's master key")
+    keys.add_argument("action", choices=["rotate-master"])
+    keys.add_argument("--root", type=_root, required=True)
+    keys.set_defaults(func=cmd_rotate_master)
     return p
 
 

@@ -34,6 +34,7 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         f"global_domain = {q(GLOBAL_DOMAIN)}",
         f"panel_url = {q(layout.web_url)}",
         "new_accounts_enabled = true",
+        f"master_keys = {q(str(layout.secrets / 'master.keys'))}",
         f"argon2_memory_kib = {argon2_memory_kib}",
         f"argon2_time_cost = {argon2_time_cost}",
         "",

@@ -24,6 +24,7 @@ from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_f
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.sink import start_sink
 from ddmail_stack.tls import make_local_tls
+from ddmail_web.envelope import MasterKeys
 
 # The local stack trades KDF cost for speed; production keeps the OWASP defaults (config.py).
 LOCAL_ARGON2_MEMORY_KIB = 19456
@@ -54,6 +55,8 @@ def prepare(layout: StackLayout) -> None:
     layout.secrets.chmod(0o700)
     for name in config_file.CALLERS:
         ensure_secret(layout.secrets / f"{name}.key")
+    if not (layout.secrets / "master.keys").exists():
+        MasterKeys.generate_file(layout.secrets / "master.keys")
     make_local_tls(
         layout.ca_cert,
         layout.server_cert,

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
-from ddmail_web import audit
+from ddmail_web import audit, totp_views
 from ddmail_web.credentials import (
     KeyFile,
     new_account_id,
@@ -214,6 +214,10 @@ def login() -> Response | str | tuple[str, int]:
         return render_template("account/login.html", form=form), status
     keyfile = KeyFile.parse(form.key.data.read(4097))
     user = check_login(form.user.data.strip(), form.password.data, keyfile)
+    if user is not None and not totp_views.check_code(user, form.totp.data or ""):
+        with web().db.session() as s:
+            audit.append(s, user.account, user.username, "login_failed", "one-time code")
+        user = None
     if user is None:
         flash(LOGIN_FAILED, "error")
         return render_template("account/login.html", form=form), 401

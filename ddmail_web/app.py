@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
-from ddmail_web import account, account_data, mail, public, settings, users
+from ddmail_web import account, account_data, mail, public, settings, totp_views, users
 from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
 from ddmail_web.sessions import access, load_session, set_cookie
@@ -62,7 +62,15 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
 
     # Every blueprint is registered so that every link can be built; only a configured panel
     # (with a database and a backend) has sessions.
-    for blueprint in (public.bp, account.bp, mail.bp, settings.bp, users.bp, account_data.bp):
+    for blueprint in (
+        public.bp,
+        account.bp,
+        mail.bp,
+        settings.bp,
+        users.bp,
+        account_data.bp,
+        totp_views.bp,
+    ):
         app.register_blueprint(blueprint)
     if cfg is not None:
         app.before_request(load_session)

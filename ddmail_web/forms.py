@@ -91,3 +91,9 @@ class ConfirmDeleteForm(FlaskForm):
 
 class RemoveUserForm(FlaskForm):
     user = HiddenField(validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}$")])
+
+
+class TotpForm(FlaskForm):
+    totp = StringField(
+        "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}$", message="Six digits.")]
+    )

@@ -10,6 +10,7 @@ from ddmail_common.client import ServiceClient
 from ddmail_common.config import WebSettings
 from ddmail_common.db import Database
 from ddmail_web.credentials import Passwords
+from ddmail_web.envelope import MasterKeys
 
 
 @dataclass
@@ -18,6 +19,11 @@ class WebState:
     settings: WebSettings
     backend: ServiceClient
     passwords: Passwords
+
+    def master_keys(self) -> MasterKeys | None:
+        """Loaded on use, so a rotated key file is picked up without a restart."""
+        path = self.settings.master_keys
+        return MasterKeys.load(path) if path is not None else None
 
 
 def web() -> WebState:

@@ -17,6 +17,7 @@ from ddmail_backend.dnscheck import FakeResolver
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config, parse
 from ddmail_common.migrate import upgrade
+from ddmail_web.envelope import MasterKeys
 
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1}
 
@@ -28,6 +29,9 @@ def write_config(root: Path, db_url: str) -> Config:
         path.write_text(name * 16 + "-0123456789abcdef\n")
         path.chmod(0o600)
         secrets[name] = str(path)
+    master = root / "master.keys"
+    if not master.exists():
+        MasterKeys.generate_file(master)
     return parse(
         {
             "database": {"url": db_url},
@@ -38,7 +42,7 @@ def write_config(root: Path, db_url: str) -> Config:
                 **CHEAP_ARGON2,
             },
             "secrets": secrets,
-            "web": {"new_accounts_enabled": True, **CHEAP_ARGON2},
+            "web": {"new_accounts_enabled": True, "master_keys": str(master), **CHEAP_ARGON2},
         }
     )
 

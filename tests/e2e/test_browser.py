@@ -1,0 +1,198 @@
+"""A real browser, with JavaScript switched off, against a real `ddmail stack up`.
+
+Headless Chromium driven by Selenium through the system chromedriver (Debian `chromium-driver`):
+nothing is downloaded at run time. The stack's own CA is not in any trust store, so Chromium is
+told to accept exactly the stack's server key (an SPKI pin), not every certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from tests.stackrun import RunningStack, wait_until
+
+pytestmark = pytest.mark.e2e
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+NO_JS = re.compile(r"<script|\son[a-z]+\s*=", re.IGNORECASE)
+# A page whose title only changes if a script runs: the check that JavaScript is really off.
+JS_PROBE = "data:text/html,<title>js-off</title><script>document.title='js-on'</script>"
+
+
+def spki_pin(server_pem: Path) -> str:
+    """Base64 SHA-256 of the server certificate's public key, as Chromium's pin list wants it."""
+    cert = x509.load_pem_x509_certificate(server_pem.read_bytes())  # the first one: the leaf
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def driver(
+    stack: RunningStack, downloads: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[webdriver.Chrome]:
+    if not (CHROMEDRIVER.exists() and CHROMIUM.exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        # Trust only the stack's server key (it is signed by the stack's throwaway CA).
+        f"--ignore-certificate-errors-spki-list={spki_pin(stack.root / 'tls' / 'server.pem')}",
+    ):
+        options.add_argument(arg)
+    options.add_experimental_option(
+        "prefs",
+        {
+            "profile.managed_default_content_settings.javascript": 2,
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            "download.directory_upgrade": True,
+            "safebrowsing.enabled": False,
+        },
+    )
+    # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
+    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(20)
+    yield browser
+    browser.quit()
+
+
+def shoot(driver: webdriver.Chrome, name: str) -> str:
+    """Screenshot the page, and check that it carries no script and no inline handler."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    assert driver.save_screenshot(str(path))  # the viewport, the plain WebDriver way
+    # Then the whole page over DevTools (this needs no JavaScript in the page), so that nothing
+    # below the fold is lost.
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
+    source = driver.page_source
+    found = NO_JS.search(source)
+    assert not found, f"{name}: {found.group(0)!r} in {driver.current_url}"
+    return source
+
+
+def code(driver: webdriver.Chrome, element_id: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f"code#{element_id}").text.strip()
+
+
+def button(driver: webdriver.Chrome, label: str) -> None:
+    driver.find_element(By.XPATH, f"//main//button[normalize-space()={label!r}]").click()
+
+
+def test_javascript_is_really_off(driver: webdriver.Chrome) -> None:
+    driver.get(JS_PROBE)
+    assert driver.title == "js-off"
+
+
+def test_register_log_in_add_a_mailbox_and_read_mail(
+    stack: RunningStack, driver: webdriver.Chrome, downloads: Path
+) -> None:
+    base = stack.info["web_url"]
+
+    driver.get(base + "/")
+    assert "Logged in as user: Not logged in" in shoot(driver, "01-landing")
+
+    driver.get(base + "/register")
+    shoot(driver, "02-register")
+    button(driver, "Create my account")
+    wait_until(lambda: driver.find_elements(By.ID, "username"), 10, "the new account page")
+    shoot(driver, "03-registered")
+    username, password = code(driver, "username"), code(driver, "password")
+    assert code(driver, "account") and username and password
+
+    button(driver, "Download the key file")
+    keyfile = downloads / f"ddmail-{username}.key"
+    wait_until(
+        lambda: keyfile.exists() and not list(downloads.glob("*.crdownload")),
+        15,
+        "the key file download",
+    )
+    assert keyfile.read_bytes().count(b"key: ") == 1
+
+    driver.get(base + "/login")
+    shoot(driver, "04-login")
+    driver.find_element(By.ID, "user").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "key").send_keys(str(keyfile))
+    button(driver, "Log in")
+    wait_until(lambda: "/settings" in driver.current_url, 10, "the redirect after login")
+    assert f"Logged in as user: {username}" in shoot(driver, "05-settings")
+
+    driver.get(base + "/settings/mailboxes")
+    shoot(driver, "06-mailboxes")
+    local = "e2e" + uuid.uuid4().hex[:8]
+    address = f"{local}@ddmail.test"
+    driver.find_element(By.ID, "local_part").send_keys(local)
+    domain = driver.find_element(By.ID, "domain")
+    domain.find_element(By.CSS_SELECTOR, "option[value='ddmail.test']").click()
+    button(driver, "Add mailbox")
+    wait_until(lambda: driver.find_elements(By.ID, "mailbox-password"), 10, "the mailbox password")
+    assert address in shoot(driver, "07-mailbox-password")
+    mailbox_password = code(driver, "mailbox-password")
+    assert mailbox_password
+
+    driver.get(base + "/settings/mailboxes")
+    assert address in shoot(driver, "08-mailboxes-after")
+    driver.get(base + "/settings/audit")
+    audit = shoot(driver, "09-audit")
+    assert "mailbox added" in audit and "login" in audit
+    driver.get(base + "/help")
+    shoot(driver, "10-help")
+
+    marker = "e2e-" + uuid.uuid4().hex
+    stack.deliver(address, f"hello {marker}", f"The marker is {marker}.\n")
+
+    def fetch() -> bytes | None:
+        with stack.imap() as imap:
+            imap.login(address, mailbox_password)
+            imap.select("INBOX", readonly=True)
+            _, found = imap.search(None, "BODY", marker)
+            ids = found[0].split()
+            if not ids:
+                return None
+            _, data = imap.fetch(ids[0], "(RFC822)")
+            return bytes(data[0][1])  # type: ignore[index]
+
+    message = wait_until(fetch, 20, "the message over IMAPS")
+    assert marker.encode() in message
