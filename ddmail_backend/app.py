@@ -13,7 +13,7 @@ from ddmail_backend.dnscheck import DnsPythonResolver, Resolver
 from ddmail_backend.domains import Domains
 from ddmail_backend.jobs import JobQueue
 from ddmail_backend.mailboxes import Mailboxes
-from ddmail_backend.models import GLOBAL, idempotency
+from ddmail_backend.models import GLOBAL, AccountState, idempotency
 from ddmail_common.api import authenticated, field, json_body, json_response, make_api
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
@@ -132,6 +132,25 @@ def create_app(
         account = field(data, "account", str, 64)
         mailboxes.set_recovery_key(account, field(data, "secret", str, 1024))
         return json_response(201, {"account": account})
+
+    @app.post("/v1/accounts/state")
+    @authenticated(PANEL)
+    @idem.wrap
+    def set_account_state() -> Response:
+        data = json_body()
+        account, enabled = field(data, "account", str, 64), field(data, "enabled", bool)
+        with db.session() as s:
+            row = s.get(AccountState, account)
+            if row is None:
+                s.add(AccountState(account=account, enabled=enabled))
+            else:
+                row.enabled = enabled
+        return json_response(200, {"account": account, "enabled": enabled})
+
+    @app.get("/v1/usage")
+    @authenticated(PANEL)
+    def usage() -> Response:
+        return json_response(200, {"bytes": mailboxes.storage_bytes(_account())})
 
     # -- mailboxes --------------------------------------------------------------------------
     @app.get("/v1/mailboxes")

@@ -183,6 +183,15 @@ class Mailboxes:
             job = self.jobs.enqueue(REMOVE_JOB, {"mailbox_id": mailbox.id})
         return "removed" if self.jobs.run_one(job) else DELETING
 
+    def storage_bytes(self, account: str) -> int:
+        """Bytes on disk of the account's mailboxes (what monthly charges are based on)."""
+        total = 0
+        for mailbox in self.list(account):
+            root = self.maildir(str(mailbox["address"]))
+            if root.exists():
+                total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return total
+
     def maildir(self, address: str) -> Path:
         local, _, domain = address.rpartition("@")
         path = (self.mail_root / domain / local).resolve()

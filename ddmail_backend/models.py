@@ -88,3 +88,13 @@ class Job(Base):
 
 
 idempotency = idempotency_table("backend", Base.metadata)
+
+
+class AccountState(Base):
+    """Whether an account's addresses receive and send mail (the panel disables unpaid ones).
+    An account without a row is enabled."""
+
+    __tablename__ = "backend_accounts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)

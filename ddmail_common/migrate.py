@@ -7,8 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-# The only relations Postfix and Dovecot may read (migration 0002).
-MAIL_VIEWS = ("mail_domains", "mail_mailboxes", "mail_aliases", "mail_senders")
+# The only relations Postfix and Dovecot may read (migrations 0002 and 0004).
+MAIL_VIEWS = (
+    "mail_domains",
+    "mail_mailboxes",
+    "mail_aliases",
+    "mail_senders",
+    "mail_recipient_access",
+)
 
 
 def alembic_config(db_url: str) -> AlembicConfig:

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from ddmail_common.errors import ApiError
-from ddmail_stack import config_file
+from ddmail_stack import admin_panel, config_file
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
+from ddmail_web.funds import FundsError
 
 LOCAL_ACCOUNT = "local"
 
@@ -143,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("action", choices=["rotate-master"])
     keys.add_argument("--root", type=_root, required=True)
     keys.set_defaults(func=cmd_rotate_master)
+    admin_panel.add_commands(admin, _root)
     return p
 
 
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FundsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ def register() -> Response | str | tuple[str, int]:
         state.backend.call(
             "POST", "/v1/accounts/recovery-key", {"account": account, "secret": recovery}
         )
+        if not state.settings.new_accounts_enabled:
+            # Unfunded: its future addresses get temporary errors until funds arrive.
+            state.backend.call("POST", "/v1/accounts/state", {"account": account, "enabled": False})
     except ApiError as exc:
         flash(f"Registration is not possible right now: {exc.message}", "error")
         return render_template("account/register.html", form=form), 503
@@ -231,7 +234,7 @@ def login() -> Response | str | tuple[str, int]:
 
 
 @bp.post("/logout")
-@access("authenticated")
+@access("authenticated", disabled_ok=True)
 def logout() -> Response:
     form = EmptyForm()
     if form.validate_on_submit():

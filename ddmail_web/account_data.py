@@ -10,6 +10,8 @@ from flask import Blueprint, flash, g, make_response, render_template
 from sqlalchemy import delete, select
 from werkzeug.wrappers import Response
 
+from ddmail_common.client import ServiceClient
+from ddmail_common.db import Database
 from ddmail_common.errors import ApiError
 from ddmail_web import audit
 from ddmail_web.forms import ConfirmDeleteForm
@@ -21,23 +23,29 @@ from ddmail_web.state import web
 bp = Blueprint("account_data", __name__, url_prefix="/settings/account")
 
 
-def _list(path: str, key: str) -> list[dict[str, Any]]:
-    return list(web().backend.call("GET", f"{path}?account={g.account.id}").get(key, []))
+def _list(client: ServiceClient, path: str, key: str, account: str) -> list[dict[str, Any]]:
+    return list(client.call("GET", f"{path}?account={account}").get(key, []))
 
 
-def remove_mail_data(account: str) -> None:
-    """Aliases, then mailboxes (each crypto-shredded by the backend), then domains. Raises
-    ApiError on the first failure; a retry continues where it stopped."""
-    client = web().backend
-    for alias in _list("/v1/aliases", "aliases"):
+def delete_everything(db: Database, client: ServiceClient, account: str, actor: str) -> None:
+    """Aliases, then mailboxes (each crypto-shredded by the backend), then domains, then the
+    panel's rows. Raises ApiError on the first failure; a retry continues where it stopped."""
+    for alias in _list(client, "/v1/aliases", "aliases", account):
         client.call("POST", "/v1/aliases/remove", {"account": account, "address": alias["address"]})
-    for mailbox in _list("/v1/mailboxes", "mailboxes"):
+    for mailbox in _list(client, "/v1/mailboxes", "mailboxes", account):
         if mailbox["state"] == "active":
             client.call(
                 "POST", "/v1/mailboxes/remove", {"account": account, "address": mailbox["address"]}
             )
-    for domain in _list("/v1/domains", "domains"):
+    for domain in _list(client, "/v1/domains", "domains", account):
         client.call("POST", "/v1/domains/remove", {"account": account, "name": domain["name"]})
+    with db.session() as s:
+        user_ids = select(User.id).where(User.account == account)
+        s.execute(delete(Session).where(Session.user_id.in_(user_ids)))
+        s.execute(delete(User).where(User.account == account))
+        s.execute(delete(Account).where(Account.id == account))
+        # The trail keeps one final entry: that the account was deleted, and by whom.
+        audit.append(s, account, actor, "account_deleted")
 
 
 @bp.route("/delete", methods=["GET", "POST"])
@@ -49,9 +57,9 @@ def delete_account() -> Response | str | tuple[str, int]:
     if presented_keyfile(form.key.data) is None:
         flash("That is not your key file; nothing was deleted.", "error")
         return render_template("account/delete.html", form=form), 400
-    account = g.account.id
+    state = web()
     try:
-        remove_mail_data(account)
+        delete_everything(state.db, state.backend, g.account.id, g.user.username)
     except ApiError as exc:
         flash(
             f"The account could not be deleted completely: {exc.message} Try again; "
@@ -59,13 +67,6 @@ def delete_account() -> Response | str | tuple[str, int]:
             "error",
         )
         return render_template("account/delete.html", form=form), 503
-    with web().db.session() as s:
-        user_ids = select(User.id).where(User.account == account)
-        s.execute(delete(Session).where(Session.user_id.in_(user_ids)))
-        s.execute(delete(User).where(User.account == account))
-        s.execute(delete(Account).where(Account.id == account))
-        # The trail keeps one final entry: that the account was deleted, and by whom.
-        audit.append(s, account, g.user.username, "account_deleted")
     g.clear_session_cookie = True
     return render_template("account/deleted.html")
 
@@ -73,6 +74,7 @@ def delete_account() -> Response | str | tuple[str, int]:
 @bp.get("/export")
 @access("authenticated")
 def export() -> Response:
+    client = web().backend
     with web().db.session() as s:
         users = s.execute(
             select(User.username, User.created_at).where(User.account == g.account.id)
@@ -87,9 +89,9 @@ def export() -> Response:
             "payment_reference": g.account.payment_reference,
         },
         "users": [{"username": u, "created_at": c} for u, c in users],
-        "mailboxes": _list("/v1/mailboxes", "mailboxes"),
-        "aliases": _list("/v1/aliases", "aliases"),
-        "domains": _list("/v1/domains", "domains"),
+        "mailboxes": _list(client, "/v1/mailboxes", "mailboxes", g.account.id),
+        "aliases": _list(client, "/v1/aliases", "aliases", g.account.id),
+        "domains": _list(client, "/v1/domains", "domains", g.account.id),
         "audit": [
             {
                 "seq": e.seq,

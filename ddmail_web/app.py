@@ -12,7 +12,16 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
-from ddmail_web import account, account_data, mail, public, settings, totp_views, users
+from ddmail_web import (
+    account,
+    account_data,
+    funds_views,
+    mail,
+    public,
+    settings,
+    totp_views,
+    users,
+)
 from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
 from ddmail_web.sessions import access, load_session, set_cookie
@@ -70,6 +79,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
         users.bp,
         account_data.bp,
         totp_views.bp,
+        funds_views.bp,
     ):
         app.register_blueprint(blueprint)
     if cfg is not None:

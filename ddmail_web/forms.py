@@ -97,3 +97,7 @@ class TotpForm(FlaskForm):
     totp = StringField(
         "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}$", message="Six digits.")]
     )
+
+
+class VoucherForm(FlaskForm):
+    code = StringField("Voucher code", validators=[DataRequired(), Length(max=40)])

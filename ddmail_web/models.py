@@ -16,6 +16,8 @@ class Account(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     gratis: Mapped[bool] = mapped_column(Boolean, default=False)
     payment_reference: Mapped[str] = mapped_column(String(32), unique=True)
+    disabled_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_charged_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class User(Base):

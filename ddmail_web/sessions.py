@@ -24,9 +24,10 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def access(rule: Access) -> Callable[[F], F]:
+def access(rule: Access, disabled_ok: bool = False) -> Callable[[F], F]:
     """Declare who may use a route. `reauthenticated` routes are logged-in routes whose form
-    must carry the user's key file again (checked by the view). The route audit test fails for a
+    must carry the user's key file again (checked by the view). Users of a disabled account
+    reach only routes marked DISABLED_OK (funds, logout). The route audit test fails for a
     route without a declared rule."""
 
     def decorate(view: F) -> F:
@@ -38,6 +39,8 @@ def access(rule: Access) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if g.get("user") is None:
                 return redirect(url_for("account.login"))
+            if not disabled_ok and not g.account.enabled:
+                return redirect(url_for("funds.page"))
             return view(*args, **kwargs)
 
         wrapper._ddmail_access = rule  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 from ddmail_common.client import ServiceClient
 
 VENV_BIN = Path(sys.executable).parent
@@ -143,6 +145,17 @@ def start_stack() -> RunningStack:
     client.call(
         "POST", "/v1/accounts/recovery-key", {"account": TEST_ACCOUNT, "secret": TEST_RECOVERY}
     )
+    # The panel's side of the same account, as registration would have made it.
+    engine = create_engine(stack.info["db_url"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO web_accounts (id, created_at, enabled, gratis, payment_reference)"
+                " VALUES (:a, 0, TRUE, FALSE, 'TESTREF')"
+            ),
+            {"a": TEST_ACCOUNT},
+        )
+    engine.dispose()
     return stack
 
 

@@ -7,6 +7,7 @@ from alembic import context
 import ddmail_backend.models
 import ddmail_keyhandler.models  # noqa: F401 - registers the keyhandler's tables
 import ddmail_web.audit
+import ddmail_web.funds_models
 import ddmail_web.models
 from ddmail_common.db import Base, make_engine
 
@@ -22,4 +23,5 @@ with engine.begin() as connection:
     with context.begin_transaction():
         context.run_migrations()
 engine.dispose()
-assert ddmail_backend.models and ddmail_web.models and ddmail_web.audit  # imported for their tables
+# The model modules are imported for their tables.
+assert ddmail_backend.models and ddmail_web.models and ddmail_web.audit and ddmail_web.funds_models

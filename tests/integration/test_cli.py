@@ -52,3 +52,35 @@ def test_global_domain_add_list_disable(stack: RunningStack) -> None:
     assert disabled.returncode == 0 and "disabled" in disabled.stdout
     with stack.smtp() as s, pytest.raises(smtplib.SMTPRecipientsRefused):
         s.sendmail("someone@example.org", [str(made["address"])], b"Subject: x\r\n\r\nx\r\n")
+
+
+def test_disabled_account_gets_temporary_errors_and_cannot_log_in(stack: RunningStack) -> None:
+    import imaplib
+
+    address, password = stack.new_mailbox()
+    off = ddmail(stack, "admin", "account", "disable", "test-account", "--root", str(stack.root))
+    assert off.returncode == 0, off.stderr
+    try:
+        with stack.smtp() as s, pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
+            s.sendmail("someone@example.org", [address], b"Subject: x\r\n\r\nx\r\n")
+        assert exc.value.recipients[address][0] == 450
+        # Dovecot drops the connection (userdb finds no such user) rather than answering NO.
+        with pytest.raises((imaplib.IMAP4.error, imaplib.IMAP4.abort)), stack.imap() as imap:
+            imap.login(address, password)
+    finally:
+        on = ddmail(stack, "admin", "account", "enable", "test-account", "--root", str(stack.root))
+        assert on.returncode == 0, on.stderr
+    marker = uuid.uuid4().hex
+    stack.deliver(address, "after enabling", marker)
+    wait_until(lambda: inbox_has(stack, address, password, marker), what="delivery re-enabled")
+
+
+def test_vouchers_and_audit_verification_from_the_command_line(stack: RunningStack) -> None:
+    made = ddmail(stack, "admin", "vouchers", "create", "3", "5", "--root", str(stack.root))
+    assert made.returncode == 0, made.stderr
+    lines = made.stdout.split()
+    assert len(lines) == 3 and len(set(lines)) == 3
+    bad = ddmail(stack, "admin", "vouchers", "create", "3", "-5", "--root", str(stack.root))
+    assert bad.returncode == 1 and "Give an amount" in bad.stderr
+    ok = ddmail(stack, "admin", "audit", "verify", "test-account", "--root", str(stack.root))
+    assert ok.returncode == 0 and "intact" in ok.stdout

@@ -1,0 +1,99 @@
+"""Operator commands on the panel's data: funds, vouchers, accounts, audit, billing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import Config
+from ddmail_common.db import Database
+from ddmail_stack import config_file
+from ddmail_stack.layout import StackLayout
+from ddmail_web import audit, funds
+from ddmail_web.account_data import delete_everything
+from ddmail_web.models import Account
+
+
+def _setup(root: Path) -> tuple[Config, Database, ServiceClient]:
+    cfg = config_file.load(StackLayout.load(root))
+    client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
+    return cfg, Database(cfg.db_url), client
+
+
+def _billing(root: Path) -> funds.Billing:
+    cfg, db, client = _setup(root)
+    return funds.Billing(db, client, cfg.web)
+
+
+def credit(args: argparse.Namespace) -> int:
+    account = _billing(args.root).credit(args.reference, funds.parse_amount(args.amount))
+    print(f"credited {args.amount} to account {account}")
+    return 0
+
+
+def vouchers(args: argparse.Namespace) -> int:
+    _, db, _ = _setup(args.root)
+    with db.session() as s:
+        codes = funds.create_vouchers(s, args.count, funds.parse_amount(args.amount))
+    print("\n".join(codes))
+    return 0
+
+
+def account(args: argparse.Namespace) -> int:
+    billing = _billing(args.root)
+    if args.action == "gratis":
+        with billing.db.session() as s:
+            row = s.get(Account, args.account)
+            if row is None:
+                raise funds.FundsError("No such account.")
+            row.gratis = True
+            audit.append(s, row.id, "admin", "account_gratis")
+    else:
+        billing.set_enabled(args.account, args.action == "enable", "admin")
+    print(f"account {args.account}: {args.action}")
+    return 0
+
+
+def verify_audit(args: argparse.Namespace) -> int:
+    _, db, _ = _setup(args.root)
+    with db.session() as s:
+        broken = audit.verify(s, args.account)
+    if broken is None:
+        print(f"audit trail of {args.account}: intact")
+        return 0
+    print(f"audit trail of {args.account}: first broken link at entry {broken}")
+    return 1
+
+
+def billing_run(args: argparse.Namespace) -> int:
+    billing = _billing(args.root)
+    counts = billing.run(lambda a: delete_everything(billing.db, billing.backend, a, "system"))
+    print(f"charged {counts['charged']} accounts, deleted {counts['deleted']}")
+    return 0
+
+
+def add_commands(admin: argparse._SubParsersAction, root: object) -> None:  # type: ignore[type-arg]
+    f = admin.add_parser("funds", help="credit a payment by its reference")
+    f.add_argument("action", choices=["credit"])
+    f.add_argument("reference")
+    f.add_argument("amount")
+    f.set_defaults(func=credit)
+    v = admin.add_parser("vouchers", help="create prepaid voucher codes")
+    v.add_argument("action", choices=["create"])
+    v.add_argument("count", type=int)
+    v.add_argument("amount")
+    v.set_defaults(func=vouchers)
+    a = admin.add_parser("account", help="enable, disable or make an account gratis")
+    a.add_argument("action", choices=["enable", "disable", "gratis"])
+    a.add_argument("account")
+    a.set_defaults(func=account)
+    au = admin.add_parser("audit", help="verify an account's hash-chained audit trail")
+    au.add_argument("action", choices=["verify"])
+    au.add_argument("account")
+    au.set_defaults(func=verify_audit)
+    b = admin.add_parser("billing", help="run the monthly charge and clean-up job now")
+    b.add_argument("action", choices=["run"])
+    b.set_defaults(func=billing_run)
+    for parser in (f, v, a, au, b):
+        parser.add_argument("--root", type=root, required=True)

@@ -1,0 +1,132 @@
+"""Funds: vouchers, payment credits, monthly charges, disabling and deleting unpaid accounts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from ddmail_common.db import Database
+from ddmail_web import funds
+from ddmail_web.account_data import delete_everything
+from ddmail_web.app import create_app
+from ddmail_web.models import Account
+from tests.services import Services, running_services
+from tests.stackrun import postgres_url
+from tests.unit.test_web_panel import db_rows
+from tests.webclient import Browser, codes
+
+pytestmark = pytest.mark.postgres
+DAY = 86400
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Services, Flask, Browser]]:
+    with running_services(tmp_path, postgres_url()) as svc:
+        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
+        app = create_app(svc.cfg)
+        yield svc, app, Browser(app)
+
+
+def billing(svc: Services) -> funds.Billing:
+    return funds.Billing(Database(svc.cfg.db_url), svc.admin, svc.cfg.web)
+
+
+def test_amounts_are_parsed_strictly() -> None:
+    assert funds.parse_amount("12.5") == 1250
+    assert funds.parse_amount("3") == 300
+    for bad in ["", "-1", "0", "1.234", "1e3", "ten"]:
+        with pytest.raises(funds.FundsError):
+            funds.parse_amount(bad)
+
+
+def test_voucher_is_redeemed_once(env: tuple[Services, Flask, Browser]) -> None:
+    svc, _, browser = env
+    reg = browser.register()
+    browser.login(reg)
+    with Database(svc.cfg.db_url).session() as s:
+        code = funds.create_vouchers(s, 1, 500)[0]
+    assert code.encode() not in repr(db_rows(svc, "SELECT * FROM web_vouchers")).encode()
+    page = browser.post(
+        "/settings/funds/voucher",
+        {"code": code.lower()},
+        token_from="/settings/funds",
+        follow_redirects=True,
+    )
+    assert "5.00 added to your funds" in page.get_data(as_text=True)
+    again = browser.post(
+        "/settings/funds/voucher",
+        {"code": code},
+        token_from="/settings/funds",
+        follow_redirects=True,
+    )
+    assert "not valid or was already used" in again.get_data(as_text=True)
+    funds_page = browser.get("/settings/funds").get_data(as_text=True)
+    assert "<td>5.00</td>" in funds_page
+    assert codes(funds_page)["payment-reference"]
+
+
+def test_disabled_account_sees_only_funds_and_its_mail_is_deferred(
+    env: tuple[Services, Flask, Browser],
+) -> None:
+    svc, _, browser = env
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "ivan", "domain": "ddmail.test"})
+    billing(svc).set_enabled(reg.account, False, "admin")
+    assert browser.get("/settings/mailboxes").headers["Location"].endswith("/settings/funds")
+    assert "disabled until funds are added" in browser.get("/settings/funds").get_data(as_text=True)
+    assert db_rows(svc, "SELECT address FROM mail_mailboxes") == []
+    assert db_rows(svc, "SELECT address, action FROM mail_recipient_access") == [
+        ("ivan@ddmail.test", "450 4.2.1 Mailbox temporarily unavailable")
+    ]
+    reference = db_rows(svc, "SELECT payment_reference FROM web_accounts")[0][0]
+    billing(svc).credit(str(reference).lower(), 1000)
+    assert browser.get("/settings/mailboxes").status_code == 200
+    assert db_rows(svc, "SELECT address FROM mail_mailboxes") == [("ivan@ddmail.test",)]
+
+
+def test_monthly_charge_disables_then_deletes_an_account_without_funds(
+    env: tuple[Services, Flask, Browser],
+) -> None:
+    svc, _, browser = env
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "judy", "domain": "ddmail.test"})
+    b = billing(svc)
+    reference = str(db_rows(svc, "SELECT payment_reference FROM web_accounts")[0][0])
+    b.credit(reference, 150)  # one month at 1.00, then short
+
+    def delete(account: str) -> None:
+        delete_everything(b.db, b.backend, account, "system")
+
+    now = int(time.time())
+    assert b.run(delete, now + 31 * DAY) == {"charged": 1, "deleted": 0}
+    assert db_rows(svc, "SELECT enabled FROM web_accounts") in ([(1,)], [(True,)])
+    assert b.run(delete, now + 62 * DAY) == {"charged": 1, "deleted": 0}
+    assert db_rows(svc, "SELECT enabled FROM web_accounts") in ([(0,)], [(False,)])
+    with b.db.session() as s:
+        disabled_at = s.get(Account, reg.account).disabled_at  # type: ignore[union-attr]
+    assert b.run(delete, int(disabled_at or 0) + 31 * DAY) == {"charged": 0, "deleted": 1}
+    assert db_rows(svc, "SELECT count(*) FROM keyhandler_mailbox_keys") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM web_accounts") == [(0,)]
+
+
+def test_never_funded_accounts_are_purged_and_gratis_ones_kept(
+    env: tuple[Services, Flask, Browser],
+) -> None:
+    svc, _, browser = env
+    first, second = browser.register(), Browser(env[1]).register()
+    b = billing(svc)
+    with b.db.session() as s:
+        row = s.get(Account, second.account)
+        assert row is not None
+        row.gratis = True
+    deleted: list[str] = []
+    now = int(time.time())
+    assert b.run(deleted.append, now + 10 * DAY) == {"charged": 0, "deleted": 0}
+    assert b.run(deleted.append, now + 31 * DAY) == {"charged": 0, "deleted": 1}
+    assert deleted == [first.account]
