@@ -33,6 +33,7 @@ class WebSettings:
     session_absolute_hours: int = 12
     registrations_per_hour: int = 60  # global: no IP addresses are used
     login_failures_per_user: int = 10  # per 15 minutes, counted only with the right key file
+    login_failures_global: int = 300  # per minute, all users: beyond it logins wait (CPU guard)
     price_cents_per_gb_month: int = 100  # every started GB, at least one
     grace_days: int = 30  # a disabled account is deleted after this many days
     purge_unfunded_days: int = 30  # an account never funded is deleted after this many days
@@ -132,6 +133,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         session_absolute_hours=_get(data, "web.session_absolute_hours", int, 12),
         registrations_per_hour=_get(data, "web.registrations_per_hour", int, 60),
         login_failures_per_user=_get(data, "web.login_failures_per_user", int, 10),
+        login_failures_global=_get(data, "web.login_failures_global", int, 300),
         price_cents_per_gb_month=_get(data, "web.price_cents_per_gb_month", int, 100),
         grace_days=_get(data, "web.grace_days", int, 30),
         purge_unfunded_days=_get(data, "web.purge_unfunded_days", int, 30),

@@ -43,6 +43,7 @@ bp = Blueprint("account", __name__)
 REG_COOKIE = "__Host-ddmail_registration"
 PENDING_SECONDS = 1800
 LOGIN_WINDOW = 900
+GLOBAL_FAILURES = "login-failures-global"
 LOGIN_FAILED = "Login failed: the username, password, key file or code is not right."
 
 
@@ -215,6 +216,12 @@ def login() -> Response | str | tuple[str, int]:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("account/login.html", form=form), status
+    state = web()
+    with state.db.session() as s:
+        flood = count(s, GLOBAL_FAILURES, 60) >= state.settings.login_failures_global
+    if flood:
+        # No argon2 work while failures pour in: the CPU stays available to everyone else.
+        return render_template("account/busy_login.html", form=form), 429
     keyfile = KeyFile.parse(form.key.data.read(4097))
     user = check_login(form.user.data.strip(), form.password.data, keyfile)
     if user is not None and not totp_views.check_code(user, form.totp.data or ""):
@@ -222,6 +229,8 @@ def login() -> Response | str | tuple[str, int]:
             audit.append(s, user.account, user.username, "login_failed", "one-time code")
         user = None
     if user is None:
+        with state.db.session() as s:
+            hit(s, GLOBAL_FAILURES, 60)
         flash(LOGIN_FAILED, "error")
         return render_template("account/login.html", form=form), 401
     if g.get("session_id") is not None:

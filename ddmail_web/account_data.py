@@ -13,8 +13,9 @@ from werkzeug.wrappers import Response
 from ddmail_common.client import ServiceClient
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError
-from ddmail_web import audit
+from ddmail_web import audit, funds
 from ddmail_web.forms import ConfirmDeleteForm
+from ddmail_web.funds_models import LedgerEntry
 from ddmail_web.models import Account, Session, User
 from ddmail_web.reauth import presented_keyfile
 from ddmail_web.sessions import access
@@ -80,6 +81,16 @@ def export() -> Response:
             select(User.username, User.created_at).where(User.account == g.account.id)
         ).all()
         trail = audit.entries(s, g.account.id, limit=100_000)
+        ledger = (
+            s.execute(
+                select(LedgerEntry)
+                .where(LedgerEntry.account == g.account.id)
+                .order_by(LedgerEntry.id)
+            )
+            .scalars()
+            .all()
+        )
+        balance = funds.balance(s, g.account.id)
     data = {
         "exported_at": int(time.time()),
         "account": {
@@ -92,6 +103,18 @@ def export() -> Response:
         "mailboxes": _list(client, "/v1/mailboxes", "mailboxes", g.account.id),
         "aliases": _list(client, "/v1/aliases", "aliases", g.account.id),
         "domains": _list(client, "/v1/domains", "domains", g.account.id),
+        "funds": {
+            "balance_cents": balance,
+            "ledger": [
+                {
+                    "time": e.created_at,
+                    "kind": e.kind,
+                    "amount_cents": e.amount_cents,
+                    "note": e.note,
+                }
+                for e in ledger
+            ],
+        },
         "audit": [
             {
                 "seq": e.seq,

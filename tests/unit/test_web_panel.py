@@ -404,6 +404,7 @@ def test_export_holds_the_accounts_data(browser: Browser) -> None:
     assert [u["username"] for u in data["users"]] == [reg.username]
     assert [m["address"] for m in data["mailboxes"]] == ["frank@ddmail.test"]
     assert {e["action"] for e in data["audit"]} >= {"account_registered", "login", "mailbox_added"}
+    assert data["funds"] == {"balance_cents": 0, "ledger": []}
     assert reg.password not in json.dumps(data)
 
 
@@ -462,3 +463,38 @@ def test_totp_is_shown_once_needed_at_login_and_each_code_works_once(
     with freeze_time(now + 30):
         assert first.login(reg, totp=later).status_code == 302
         assert Browser(browser.app).login(reg, totp=later).status_code == 401  # used up
+
+
+def test_a_flood_of_failed_logins_pauses_logins_without_argon2_work(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    import dataclasses
+
+    app = env[1]
+    reg = browser.register()
+    state = app.extensions["ddmail_web"]
+    state.settings = dataclasses.replace(state.settings, login_failures_global=3)
+    for _ in range(3):
+        Browser(app).login(reg, password="nope")
+    with mock.patch.object(state.passwords, "verify", side_effect=AssertionError("argon2 ran")):
+        resp = browser.login(reg)
+    assert resp.status_code == 429
+    assert "Too many failed logins right now" in resp.get_data(as_text=True)
+
+
+def test_idle_and_old_sessions_end(env: tuple[Services, Flask], browser: Browser) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    assert browser.get("/settings").status_code == 200
+    engine = create_engine(env[0].cfg.db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE web_sessions SET last_seen = last_seen - 31 * 60"))
+    engine.dispose()
+    assert browser.get("/settings").status_code == 302
+    assert db_rows(env[0], "SELECT count(*) FROM web_sessions") == [(0,)]
+    browser.login(reg)
+    engine = create_engine(env[0].cfg.db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE web_sessions SET created_at = created_at - 13 * 3600"))
+    engine.dispose()
+    assert browser.get("/settings").status_code == 302
