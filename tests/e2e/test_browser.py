@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
@@ -196,3 +197,34 @@ def test_register_log_in_add_a_mailbox_and_read_mail(
 
     message = wait_until(fetch, 20, "the message over IMAPS")
     assert marker.encode() in message
+
+    # Privacy, after everything above: no secret of this user and no IP address is kept in
+    # plaintext in any log or table of the stack.
+    session_cookie = driver.get_cookie("__Host-ddmail_session")
+    assert session_cookie is not None
+    key_line = next(line for line in keyfile.read_text().splitlines() if line.startswith("key:"))
+    secrets = [password, mailbox_password, key_line[4:].strip(), session_cookie["value"]]
+    logs = "\n".join(p.read_text(errors="replace") for p in stack.log_dir.rglob("*") if p.is_file())
+    tables = database_text(stack.info["db_url"])
+    for secret in secrets:
+        assert secret not in logs
+        assert secret not in tables
+    for text_ in (logs, tables):
+        assert not IP.search(text_), IP.search(text_)
+
+
+# IPv4, compressed IPv6 (::1, fe80::…) and full eight-group IPv6; clock times do not match.
+IP = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}\b|[0-9a-f]*::[0-9a-f:]*[0-9a-f]|\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b"
+)
+
+
+def database_text(url: str) -> str:
+    """Every row of every table, as text."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        queries = [sa.text(f'SELECT * FROM "{name}"') for name in names]  # noqa: S608 - own names
+        dump = [repr(list(conn.execute(q))) for q in queries]
+    engine.dispose()
+    return "\n".join(dump)
