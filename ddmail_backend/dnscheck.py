@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import dns.exception
@@ -16,6 +17,9 @@ class Resolver(Protocol):
     def txt(self, name: str) -> list[str]:
         """Every TXT record at NAME (each one's strings joined); [] if none. Raises
         DnsUnavailable when DNS cannot answer right now."""
+
+    def lookup(self, name: str, rtype: str) -> list[str]:
+        """Every record of RTYPE at NAME in presentation form (TXT: strings joined)."""
 
 
 class DnsUnavailable(Exception):
@@ -32,13 +36,18 @@ class DnsPythonResolver:
         self._resolver.lifetime = timeout
 
     def txt(self, name: str) -> list[str]:
+        return self.lookup(name, "TXT")
+
+    def lookup(self, name: str, rtype: str) -> list[str]:
         try:
-            answer = self._resolver.resolve(name, "TXT")
+            answer = self._resolver.resolve(name, rtype)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException as exc:
             raise DnsUnavailable(type(exc).__name__) from None
-        return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer]
+        if rtype == "TXT":
+            return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer]
+        return [rdata.to_text() for rdata in answer]
 
 
 class FakeResolver:
@@ -49,9 +58,12 @@ class FakeResolver:
         self.down = False
 
     def txt(self, name: str) -> list[str]:
+        return self.lookup(name, "TXT")
+
+    def lookup(self, name: str, rtype: str) -> list[str]:
         if self.down:
             raise DnsUnavailable("fake resolver down")
-        return list(self.records.get((name.rstrip(".").lower(), "TXT"), []))
+        return list(self.records.get((name.rstrip(".").lower(), rtype), []))
 
 
 def verification_name(domain: str) -> str:
@@ -67,3 +79,43 @@ def has_verification_token(resolver: Resolver, domain: str, token: str) -> bool:
     records may live there too)."""
     expected = verification_value(token)
     return any(record.strip() == expected for record in resolver.txt(verification_name(domain)))
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One DNS record an own domain needs, and whether DNS has it now."""
+
+    rtype: str
+    name: str
+    value: str
+    purpose: str
+
+    def satisfied_by(self, found: list[str]) -> bool:
+        # Policies are the owner's: any SPF that authorises our MX and any DMARC or TLS-RPT
+        # record are accepted, not one exact text (stricter policies must remain possible).
+        if self.purpose == "SPF":
+            return any(f.startswith("v=spf1") and (" mx" in f or "include:" in f) for f in found)
+        if self.purpose in ("DMARC", "TLS-RPT"):
+            return any(f.startswith(self.value.split(";")[0]) for f in found)
+        if self.purpose == "MTA-STS":
+            return any(f.startswith("v=STSv1") for f in found)
+        return any(f.rstrip(".").lower() == self.value.rstrip(".").lower() for f in found)
+
+
+def expected_records(domain: str, token: str, mail_host: str, global_domain: str) -> list[Expected]:
+    return [
+        Expected("TXT", verification_name(domain), verification_value(token), "ownership"),
+        Expected("MX", domain, f"10 {mail_host}.", "MX"),
+        Expected("TXT", domain, "v=spf1 mx -all", "SPF"),
+        Expected(
+            "CNAME", f"ddmail1._domainkey.{domain}", f"ddmail1._domainkey.{global_domain}.", "DKIM"
+        ),
+        Expected("TXT", f"_dmarc.{domain}", "v=DMARC1; p=quarantine", "DMARC"),
+        Expected("TXT", f"_mta-sts.{domain}", "v=STSv1; id=1", "MTA-STS"),
+        Expected(
+            "TXT",
+            f"_smtp._tls.{domain}",
+            f"v=TLSRPTv1; rua=mailto:tlsrpt@{global_domain}",
+            "TLS-RPT",
+        ),
+    ]

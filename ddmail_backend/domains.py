@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from ddmail_backend.dnscheck import DnsUnavailable, Resolver, has_verification_token
+from ddmail_backend.dnscheck import (
+    DnsUnavailable,
+    Resolver,
+    expected_records,
+    has_verification_token,
+)
 from ddmail_backend.models import ACCOUNT, GLOBAL, Alias, Domain, Mailbox
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError, conflict, not_found, rule_violated, unavailable
@@ -127,6 +134,29 @@ class Domains:
                 raise not_found("No such domain in this account.")
             row.verified = ok
             return _view(row)
+
+    def records(
+        self, account: str, text: str, mail_host: str, global_domain: str
+    ) -> Sequence[dict[str, object]]:
+        """Every record the domain needs, next to what DNS has now (None: DNS did not answer)."""
+        domain = self.owned(account, text)
+        result: builtins.list[dict[str, object]] = []
+        for want in expected_records(domain.name, domain.token or "", mail_host, global_domain):
+            try:
+                found: Sequence[str] | None = self.resolver.lookup(want.name, want.rtype)
+            except DnsUnavailable:
+                found = None
+            result.append(
+                {
+                    "type": want.rtype,
+                    "name": want.name,
+                    "value": want.value,
+                    "purpose": want.purpose,
+                    "now": found,
+                    "ok": found is not None and want.satisfied_by(builtins.list(found)),
+                }
+            )
+        return result
 
     def remove(self, account: str, text: str) -> None:
         domain = self.owned(account, text)
