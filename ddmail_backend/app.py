@@ -14,7 +14,8 @@ from ddmail_backend.domains import Domains
 from ddmail_backend.jobs import JobQueue
 from ddmail_backend.mailboxes import Mailboxes
 from ddmail_backend.models import GLOBAL, AccountState, idempotency
-from ddmail_common.api import authenticated, field, json_body, json_response, make_api
+from ddmail_backend.openpgp import OpenPgp
+from ddmail_common.api import MAX_BODY, authenticated, field, json_body, json_response, make_api
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
@@ -222,5 +223,47 @@ def create_app(
         data = json_body()
         aliases.remove(*_owned(data, "address"))
         return json_response(200, {"removed": True})
+
+    # -- OpenPGP public keys (kept by the keyhandler) ---------------------------------------
+    openpgp = OpenPgp(keyhandler, mailboxes)
+
+    @app.get("/v1/openpgp/keys")
+    @authenticated(PANEL)
+    def list_openpgp_keys() -> Response:
+        return json_response(200, {"keys": openpgp.list(_account())})
+
+    @app.post("/v1/openpgp/keys")
+    @authenticated(PANEL)
+    @idem.wrap
+    def upload_openpgp_key() -> Response:
+        data = json_body()
+        account = field(data, "account", str, 64)
+        return json_response(201, openpgp.upload(account, field(data, "key", str, MAX_BODY)))
+
+    @app.post("/v1/openpgp/activate")
+    @authenticated(PANEL)
+    @idem.wrap
+    def activate_openpgp_key() -> Response:
+        data = json_body()
+        answer = openpgp.activate(*_owned(data, "address"), field(data, "fingerprint", str, 100))
+        return json_response(200, answer)
+
+    @app.post("/v1/openpgp/deactivate")
+    @authenticated(PANEL)
+    @idem.wrap
+    def deactivate_openpgp_key() -> Response:
+        return json_response(200, openpgp.deactivate(*_owned(json_body(), "address")))
+
+    @app.post("/v1/openpgp/remove")
+    @authenticated(PANEL)
+    @idem.wrap
+    def remove_openpgp_key() -> Response:
+        return json_response(200, openpgp.remove(*_owned(json_body(), "fingerprint")))
+
+    @app.post("/v1/openpgp/purge")
+    @authenticated(PANEL)
+    @idem.wrap
+    def purge_openpgp_keys() -> Response:
+        return json_response(200, openpgp.purge(field(json_body(), "account", str, 64)))
 
     return app

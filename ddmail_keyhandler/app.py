@@ -7,7 +7,7 @@ import logging
 
 from flask import Flask, Response, request
 
-from ddmail_common.api import authenticated, field, json_body, json_response, make_api
+from ddmail_common.api import MAX_BODY, authenticated, field, json_body, json_response, make_api
 from ddmail_common.config import Config
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError, bad_request
@@ -15,6 +15,7 @@ from ddmail_common.idempotency import IdempotencyStore
 from ddmail_common.signing import NonceCache, Verifier
 from ddmail_keyhandler.keys import KeyStore
 from ddmail_keyhandler.models import idempotency
+from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
 
 log = logging.getLogger(__name__)
 BACKEND = {"backend"}
@@ -104,5 +105,65 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
         return json_response(
             200, {"private_key": unlocked.private_key, "public_key": unlocked.public_key}
         )
+
+    # -- OpenPGP public keys (the backend has checked that the mailbox is the account's) -------
+    openpgp = OpenPgpKeys(db)
+
+    @app.post("/v1/openpgp/keys")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def openpgp_upload() -> Response:
+        data = json_body()
+        account = field(data, "account", str, 64)
+        return json_response(201, openpgp.upload(account, field(data, "key", str, MAX_BODY)))
+
+    @app.get("/v1/openpgp/keys")
+    @authenticated(BACKEND)
+    def openpgp_list() -> Response:
+        account = request.args.get("account", "")
+        if not account or len(account) > 64:
+            raise bad_request("The query parameter 'account' is missing or too long.")
+        return json_response(200, {"keys": openpgp.list(account)})
+
+    @app.post("/v1/openpgp/activate")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def openpgp_activate() -> Response:
+        data = json_body()
+        return json_response(
+            200,
+            openpgp.activate(
+                field(data, "account", str, 64),
+                field(data, "address", str, 254),
+                field(data, "fingerprint", str, 100),
+            ),
+        )
+
+    @app.post("/v1/openpgp/deactivate")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def openpgp_deactivate() -> Response:
+        data = json_body()
+        return json_response(
+            200,
+            openpgp.deactivate(field(data, "account", str, 64), field(data, "address", str, 254)),
+        )
+
+    @app.post("/v1/openpgp/remove")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def openpgp_remove() -> Response:
+        data = json_body()
+        return json_response(
+            200,
+            openpgp.remove(field(data, "account", str, 64), field(data, "fingerprint", str, 100)),
+        )
+
+    @app.post("/v1/openpgp/purge")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def openpgp_purge() -> Response:
+        removed = openpgp.purge_account(field(json_body(), "account", str, 64))
+        return json_response(200, {"removed": removed})
 
     return app

@@ -17,6 +17,7 @@ from ddmail_web import (
     account_data,
     funds_views,
     mail,
+    openpgp,
     public,
     settings,
     totp_views,
@@ -80,6 +81,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
         account_data.bp,
         totp_views.bp,
         funds_views.bp,
+        openpgp.bp,
     ):
         app.register_blueprint(blueprint)
     if cfg is not None:

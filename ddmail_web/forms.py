@@ -101,3 +101,29 @@ class TotpForm(FlaskForm):
 
 class VoucherForm(FlaskForm):
     code = StringField("Voucher code", validators=[DataRequired(), Length(max=40)])
+
+
+# -- OpenPGP keys ---------------------------------------------------------------------------
+FINGERPRINT = Regexp(
+    r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$",
+    message="A fingerprint is 40 or 64 hexadecimal characters.",
+)
+
+
+class OpenPgpUploadForm(FlaskForm):
+    public_key = FileField(
+        "Public key file", validators=[FileRequired("Choose your OpenPGP public key file.")]
+    )
+
+
+class OpenPgpActivateForm(FlaskForm):
+    mailbox = SelectField("Mailbox", validators=[DataRequired("Choose a mailbox.")])
+    fingerprint = HiddenField(validators=[DataRequired(), FINGERPRINT])
+
+
+class OpenPgpDeactivateForm(FlaskForm):
+    mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
+
+
+class OpenPgpRemoveForm(FlaskForm):
+    fingerprint = HiddenField(validators=[DataRequired(), FINGERPRINT])

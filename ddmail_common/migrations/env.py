@@ -6,6 +6,7 @@ from alembic import context
 
 import ddmail_backend.models
 import ddmail_keyhandler.models  # noqa: F401 - registers the keyhandler's tables
+import ddmail_keyhandler.openpgp_models as keyhandler_openpgp  # noqa: F401 - OpenPGP tables
 import ddmail_web.audit
 import ddmail_web.funds_models
 import ddmail_web.models
