@@ -98,6 +98,13 @@ def create_app(
         usable = [d.name for d in domains.list(GLOBAL) if d.enabled]
         return json_response(200, {"domains": own, "global": usable})
 
+    @app.get("/v1/domains/records")
+    @authenticated(PANEL)
+    def domain_records() -> Response:
+        name = request.args.get("name", "")
+        records = domains.records(_account(), name, cfg.mail_hostname, cfg.web.global_domain)
+        return json_response(200, {"records": records})
+
     @app.post("/v1/domains")
     @authenticated(PANEL)
     @idem.wrap

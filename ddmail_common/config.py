@@ -53,6 +53,7 @@ class Config:
     postfix_reload: tuple[str, ...] = ()
     dns_nameservers: tuple[str, ...] = ()
     dns_port: int = 53
+    mail_hostname: str = "mail.ddmail.test"  # the MX name own domains must point at
     web: WebSettings = field(default_factory=WebSettings)
     source: Path = field(default=Path("-"))
 
@@ -158,6 +159,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         postfix_reload=tuple(reload_cmd),
         dns_nameservers=tuple(nameservers),
         dns_port=_get(data, "backend.dns_port", int, 53),
+        mail_hostname=_get(data, "backend.mail_hostname", str, "mail." + web.global_domain),
         source=source,
     )
 

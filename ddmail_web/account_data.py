@@ -40,6 +40,7 @@ def delete_everything(db: Database, client: ServiceClient, account: str, actor: 
             )
     for domain in _list(client, "/v1/domains", "domains", account):
         client.call("POST", "/v1/domains/remove", {"account": account, "name": domain["name"]})
+    client.call("POST", "/v1/openpgp/purge", {"account": account})
     with db.session() as s:
         user_ids = select(User.id).where(User.account == account)
         s.execute(delete(Session).where(Session.user_id.in_(user_ids)))
@@ -103,6 +104,7 @@ def export() -> Response:
         "mailboxes": _list(client, "/v1/mailboxes", "mailboxes", g.account.id),
         "aliases": _list(client, "/v1/aliases", "aliases", g.account.id),
         "domains": _list(client, "/v1/domains", "domains", g.account.id),
+        "openpgp_keys": _list(client, "/v1/openpgp/keys", "keys", g.account.id),
         "funds": {
             "balance_cents": balance,
             "ledger": [

@@ -205,9 +205,16 @@ def domains() -> Response | str | tuple[str, int]:
             flash(f"{made['name']} is added. Publish the TXT record below, then verify.", "success")
             return redirect(url_for("mail.domains"))
     answer = backend("GET", f"/v1/domains?account={g.account.id}") or {}
+    records = {
+        d["name"]: (
+            backend("GET", f"/v1/domains/records?account={g.account.id}&name={d['name']}") or {}
+        ).get("records", [])
+        for d in answer.get("domains", [])
+    }
     status = 400 if form.errors else 200
     return render_template(
         "mail/domains.html",
+        records=records,
         form=form,
         domains=answer.get("domains", []),
         action_form=DomainForm(formdata=None),

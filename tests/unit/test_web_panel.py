@@ -498,3 +498,27 @@ def test_idle_and_old_sessions_end(env: tuple[Services, Flask], browser: Browser
         conn.execute(text("UPDATE web_sessions SET created_at = created_at - 13 * 3600"))
     engine.dispose()
     assert browser.get("/settings").status_code == 302
+
+
+def test_domain_page_shows_every_expected_record_next_to_dns(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    svc = env[0]
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/domains", {"domain": "owned.example"})
+    svc.resolver.records[("owned.example", "MX")] = ["10 mail.ddmail.test."]
+    svc.resolver.records[("owned.example", "TXT")] = ["v=spf1 include:other.example mx -all"]
+    svc.resolver.records[("_dmarc.owned.example", "TXT")] = ["v=DMARC1; p=reject; rua=mailto:x"]
+    page = browser.get("/settings/domains").get_data(as_text=True)
+    rows = re.findall(r"<tr><td>(\w[\w-]*)</td>.*?<span class=\"flash-(\w+)\">", page, re.S)
+    assert dict(rows) == {
+        "ownership": "error",
+        "MX": "success",
+        "SPF": "success",
+        "DKIM": "error",
+        "DMARC": "success",
+        "MTA-STS": "error",
+        "TLS-RPT": "error",
+    }
+    assert "v=DMARC1; p=reject" in page  # what DNS has now, shown as it is
