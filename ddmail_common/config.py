@@ -54,6 +54,9 @@ class Config:
     dns_nameservers: tuple[str, ...] = ()
     dns_port: int = 53
     mail_hostname: str = "mail.ddmail.test"  # the MX name own domains must point at
+    pgpstage_socket: Path = Path("/run/ddmail/pgpstage.sock")  # Postfix delivers here
+    dovecot_lmtp_socket: Path = Path("/run/dovecot/lmtp")  # the stage hands mail on here
+    gnupg_binary: str = "gpg"
     web: WebSettings = field(default_factory=WebSettings)
     source: Path = field(default=Path("-"))
 
@@ -160,6 +163,9 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         dns_nameservers=tuple(nameservers),
         dns_port=_get(data, "backend.dns_port", int, 53),
         mail_hostname=_get(data, "backend.mail_hostname", str, "mail." + web.global_domain),
+        pgpstage_socket=Path(_get(data, "pgpstage.socket", str, "/run/ddmail/pgpstage.sock")),
+        dovecot_lmtp_socket=Path(_get(data, "pgpstage.dovecot_lmtp", str, "/run/dovecot/lmtp")),
+        gnupg_binary=_get(data, "pgpstage.gnupg_binary", str, "gpg"),
         source=source,
     )
 

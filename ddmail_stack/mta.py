@@ -164,7 +164,8 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_maillog_file": "/dev/stdout",
         "postfix_tls_cert_file": str(layout.server_cert),
         "postfix_tls_key_file": str(layout.server_key),
-        "postfix_virtual_transport": f"lmtp:unix:{layout.dovecot_lmtp_socket}",
+        # Through the OpenPGP stage, which hands every message on to Dovecot's LMTP.
+        "postfix_virtual_transport": f"lmtp:unix:{layout.socket('pgpstage')}",
         "postfix_dovecot_auth_socket": str(layout.dovecot_auth_socket),
         "postfix_message_size_limit": 26214400,
         "postfix_db_driver": db.driver,

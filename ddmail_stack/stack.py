@@ -150,6 +150,7 @@ class Stack:
         mta.render_mail_config(L, db=mail_db(L))
         self.sink = start_sink(L.sink_dir, L.sink_port)
         self.procs["dovecot"] = mta.start_dovecot(L)
+        self.start_service("pgpstage")
         self.procs["postfix"] = mta.start_postfix(L)
         self.procs["web"] = spawn(
             [

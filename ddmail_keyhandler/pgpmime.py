@@ -1,0 +1,460 @@
+"""OpenPGP encryption on arrival: turn one incoming message into an RFC 3156 PGP/MIME message.
+
+Pure functions for the delivery stage, which decides per recipient and answers a temporary
+failure on any exception (it must never store the plaintext instead):
+
+* ``is_already_encrypted(raw)`` parses the MIME structure; the text of a body never counts.
+* ``encrypt_message(raw, key)`` works on bytes end to end. The original body is encrypted byte
+  for byte, under its own Content-* header fields and copies of the headers a reader needs
+  (protected headers, ``protected-headers="v1"``); outside, the Subject becomes ``...`` while
+  the routing, threading and authentication headers stay exactly as they arrived.
+
+gpg work is the expensive part (a GnuPG home per message costs about 30 ms of CPU in four gpg
+runs: list-config, import, list, encrypt). So each distinct recipient key is imported and
+checked once into its own private home, and later messages to that key only run
+``gpg --encrypt`` there (about 6 ms). See ``_KeyHomes``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import hashlib
+import math
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.policy import compat32
+from email.utils import collapse_rfc2231_value
+from typing import Any
+
+import gnupg
+
+# Copied into the encrypted part so the reader's client can show the real values.
+PROTECTED = frozenset(
+    {
+        b"subject",
+        b"from",
+        b"to",
+        b"cc",
+        b"date",
+        b"message-id",
+        b"reply-to",
+        b"in-reply-to",
+        b"references",
+        b"thread-topic",
+        b"keywords",
+        b"comments",
+    }
+)
+# Removed from the outside: Outlook's Thread-Topic repeats the subject, and Keywords and Comments
+# are free text about the content. (Subject itself is replaced, not removed.)
+CONFIDENTIAL = frozenset({b"thread-topic", b"keywords", b"comments"})
+HIDDEN_SUBJECT = b"Subject: ..."
+PROTECTED_HEADERS_PARAM = b'protected-headers="v1"'
+BEGIN = b"-----BEGIN PGP MESSAGE-----"
+END = b"-----END PGP MESSAGE-----"
+# Packets that start an encrypted message: a public-key or a symmetric-key encrypted session
+# key (RFC 9580 §5.1, §5.3). A signed-only "PGP MESSAGE" starts otherwise and is readable.
+SESSION_KEY_TAGS = frozenset({1, 3})
+CACHED_KEYS = 512
+GPG_OPTIONS = [
+    "--no-autostart",  # a public key needs no gpg-agent; none is started or left behind
+    "--no-options",  # only what we pass counts
+    "--no-random-seed-file",  # encrypting then writes nothing, so a home can serve threads
+]
+
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_ARMOR_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+: .*")
+_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
+_CHECKSUM = re.compile(rb"=[A-Za-z0-9+/]{4}")
+
+
+class EncryptionError(Exception):
+    """Encryption is impossible; the message must be deferred, never stored in plaintext.
+
+    The reason names the cause only (never any message content), so it can be logged and shown
+    to the mailbox owner."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- parsing bytes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: bytes  # lowercased
+    raw: bytes  # the whole field as it arrived: folded lines and line endings included
+
+
+@dataclass(frozen=True)
+class _Message:
+    fields: list[_Field]
+    header_block: bytes  # the fields' bytes, without the empty line that ends them
+    body: bytes
+    eol: bytes
+
+
+def _split(raw: bytes) -> _Message:
+    """Split a message into header fields and body, byte-exactly.
+
+    The header section ends at the first empty line, or (as in Python's email parser and
+    Postfix) at the first line that is neither a field nor a continuation: that line then
+    starts the body."""
+    first_newline = raw.find(b"\n")
+    lf_only = first_newline >= 0 and not raw[:first_newline].endswith(b"\r")
+    eol = b"\n" if lf_only else b"\r\n"  # CRLF too when there is no line break at all
+    starts: list[tuple[bytes, int]] = []  # (lowercased name, offset) of each field
+    position, body_start = 0, len(raw)
+    while position < len(raw):
+        newline = raw.find(b"\n", position)
+        end = len(raw) if newline < 0 else newline + 1
+        line = raw[position:end]
+        if line in (b"\n", b"\r\n"):
+            body_start = end
+            break
+        if not (starts and line[:1] in (b" ", b"\t")):
+            match = _FIELD_NAME.match(line)
+            if match is None:
+                body_start = position
+                break
+            starts.append((match[1].lower(), position))
+        position = end
+    bounds = [offset for _, offset in starts] + [position]
+    fields = [_Field(name, raw[start : bounds[i + 1]]) for i, (name, start) in enumerate(starts)]
+    return _Message(fields, raw[:position], raw[body_start:], eol)
+
+
+def _terminated(raw_field: bytes, eol: bytes) -> bytes:
+    # Only the last field of a message without a body can lack its line ending.
+    return raw_field if raw_field.endswith(b"\n") else raw_field + eol
+
+
+def _decode(data: bytes, encoding: str) -> bytes | None:
+    """Undo a Content-Transfer-Encoding; None when it is unknown or broken."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "7bit", "8bit", "binary"):
+        return data
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(data)
+        except binascii.Error:
+            return None
+    return None
+
+
+def _is_encrypted_armor(data: bytes) -> bool:
+    """Whether DATA is, apart from surrounding whitespace, exactly one ASCII-armored OpenPGP
+    message that starts with an encrypted session key. Anything else around or inside the
+    armor (text between two blocks, a signed-only message) could be readable."""
+    data = data.strip()
+    if not (data.startswith(BEGIN) and data.endswith(END)):
+        return False
+    lines = [line.rstrip(b" \t") for line in data.splitlines()]
+    if lines[0] != BEGIN or lines[-1] != END:
+        return False
+    inner = lines[1:-1]
+    index = 0
+    while index < len(inner) and _ARMOR_HEADER.fullmatch(inner[index]):
+        index += 1
+    if index < len(inner) and inner[index] == b"":
+        index += 1
+    payload = inner[index:]
+    if payload and _CHECKSUM.fullmatch(payload[-1]):
+        payload.pop()
+    if not payload or not all(_BASE64_LINE.fullmatch(line) for line in payload):
+        return False
+    try:
+        packets = binascii.a2b_base64(b"".join(payload), strict_mode=True)
+    except binascii.Error:
+        return False
+    if not packets or not packets[0] & 0x80:
+        return False
+    first = packets[0]
+    tag = first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
+    return tag in SESSION_KEY_TAGS
+
+
+def _payload_bytes(part: Message) -> bytes:
+    # compat32 keeps a parsed body as str, decoded from bytes as ASCII with surrogateescape.
+    return str(part.get_payload()).encode("ascii", "surrogateescape")
+
+
+def _is_pgp_mime(raw: bytes) -> bool:
+    """The parts of a top-level multipart/encrypted are the RFC 3156 pair, the second one an
+    encrypted armored message (a wrong structure may hold plaintext: it gets encrypted)."""
+    message = BytesParser(policy=compat32).parsebytes(raw)
+    parts = message.get_payload()
+    if not isinstance(parts, list) or len(parts) != 2:
+        return False
+    control, encrypted = parts
+    if not (isinstance(control, Message) and isinstance(encrypted, Message)):
+        return False
+    if control.get_content_type() != "application/pgp-encrypted":
+        return False
+    if encrypted.get_content_type() != "application/octet-stream":
+        return False
+    armor = _decode(_payload_bytes(encrypted), str(encrypted.get("content-transfer-encoding", "")))
+    return armor is not None and _is_encrypted_armor(armor)
+
+
+def is_already_encrypted(raw: bytes) -> bool:
+    """Whether RAW is already an OpenPGP-encrypted message, to be stored as it is: a top-level
+    PGP/MIME multipart/encrypted, or a single text/plain part whose whole (decoded) body is one
+    encrypted armored PGP message. Decided from the MIME structure, never by searching text,
+    so a forwarded or quoted encrypted message, or a body that talks about one, does not
+    count."""
+    message = _split(raw)
+    headers = BytesHeaderParser(policy=compat32).parsebytes(message.header_block)
+    content_type = headers.get_content_type()  # text/plain when absent or invalid (RFC 2045)
+    if content_type == "multipart/encrypted":
+        protocol = headers.get_param("protocol")
+        if protocol is None:
+            return False
+        if collapse_rfc2231_value(protocol).strip().lower() != "application/pgp-encrypted":
+            return False
+        return _is_pgp_mime(raw)
+    if content_type == "text/plain":
+        body = _decode(message.body, str(headers.get("content-transfer-encoding", "")))
+        return body is not None and _is_encrypted_armor(body)
+    return False
+
+
+# -- the PGP/MIME structure ------------------------------------------------------------------
+
+
+def _mark_protected(content_type: bytes, eol: bytes) -> bytes:
+    """Add protected-headers="v1" to a Content-Type field, unless it has that parameter."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(content_type)
+    if headers.get_param("protected-headers") is not None:
+        return content_type
+    # Trailing whitespace and an empty last parameter (a dangling ";") carry no meaning.
+    return content_type.rstrip(b" \t\r\n;") + b";" + eol + b" " + PROTECTED_HEADERS_PARAM + eol
+
+
+def _inner_part(message: _Message) -> bytes:
+    """The entity that gets encrypted: the original Content-* fields (the first Content-Type
+    marked), copies of the protected headers, in their original order, then the body."""
+    eol = message.eol
+    lines: list[bytes] = []
+    marked = False
+    for item in message.fields:
+        raw = _terminated(item.raw, eol)
+        if item.name == b"content-type" and not marked:
+            lines.append(_mark_protected(raw, eol))
+            marked = True
+        elif item.name.startswith(b"content-") or item.name in PROTECTED:
+            lines.append(raw)
+    if not marked:  # RFC 2045's default, said explicitly so the parameter has a home
+        lines.insert(0, b"Content-Type: text/plain; " + PROTECTED_HEADERS_PARAM + eol)
+    return b"".join(lines) + eol + message.body
+
+
+def _outer_message(message: _Message, armor: bytes) -> bytes:
+    eol = message.eol
+    boundary = b"ddmail-pgp." + secrets.token_hex(16).encode()  # "." never occurs in armor
+    lines: list[bytes] = []
+    subject_hidden = False
+    for item in message.fields:
+        if item.name.startswith(b"content-") or item.name == b"mime-version":
+            continue
+        if item.name in CONFIDENTIAL:
+            continue
+        if item.name == b"subject":
+            if not subject_hidden:
+                lines.append(HIDDEN_SUBJECT + eol)
+                subject_hidden = True
+            continue
+        lines.append(_terminated(item.raw, eol))
+    armor_lines = eol.join(armor.splitlines()) + eol
+    lines += [
+        b"MIME-Version: 1.0" + eol,
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";' + eol,
+        b' boundary="' + boundary + b'"' + eol,
+        eol,
+        b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)" + eol,
+        b"--" + boundary + eol,
+        b"Content-Type: application/pgp-encrypted" + eol,
+        b"Content-Description: PGP/MIME version identification" + eol,
+        eol,
+        b"Version: 1" + eol,
+        eol,
+        b"--" + boundary + eol,
+        b'Content-Type: application/octet-stream; name="encrypted.asc"' + eol,
+        b"Content-Description: OpenPGP encrypted message" + eol,
+        b'Content-Disposition: inline; filename="encrypted.asc"' + eol,
+        eol,
+        armor_lines,
+        eol,
+        b"--" + boundary + b"--" + eol,
+    ]
+    return b"".join(lines)
+
+
+# -- gpg ---------------------------------------------------------------------------------------
+
+
+def _expiry(info: dict[str, Any]) -> float:
+    value = str(info.get("expires") or "")
+    return float(value) if value.isdigit() else math.inf
+
+
+def _usable(info: dict[str, Any], now: float) -> bool:
+    return info.get("trust") not in ("r", "e", "i") and _expiry(info) > now
+
+
+def _usable_until(listed: dict[str, Any], now: float) -> float:
+    """When the key stops being able to encrypt (inf: never); raise if it cannot now."""
+    trust = listed.get("trust")
+    if trust == "r":
+        raise EncryptionError("the key is revoked")
+    if trust == "e" or _expiry(listed) <= now:
+        raise EncryptionError("the key has expired")
+    if trust == "i":
+        raise EncryptionError("gpg considers the key invalid")
+    candidates = [*(listed.get("subkey_info") or {}).values(), listed]
+    ends = [
+        _expiry(info)
+        for info in candidates
+        if "e" in str(info.get("cap", "")) and _usable(info, now)
+    ]
+    # gpg's summary of the whole key ("E": some key can encrypt now) must agree with ours.
+    if not ends or "E" not in str(listed.get("cap", "")):
+        raise EncryptionError("the key has no usable encryption (sub)key")
+    return min(_expiry(listed), max(ends))
+
+
+@dataclass
+class _KeyHome:
+    """A private GnuPG home holding exactly one checked public key."""
+
+    directory: tempfile.TemporaryDirectory[str]
+    gpg: Any  # gnupg.GPG, bound to the directory
+    fingerprint: str
+    usable_until: float
+    users: int = 0
+    evicted: bool = False
+
+
+def _import(key: bytes, gnupg_binary: str) -> _KeyHome:
+    now = time.time()
+    # A fresh 0700 directory (mkdtemp's mode); gpg gets no environment of ours, so neither
+    # GNUPGHOME nor an agent socket of this process can reach it.
+    directory = tempfile.TemporaryDirectory(prefix="ddmail-pgpmime-")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    try:
+        try:
+            gpg = gnupg.GPG(
+                gpgbinary=gnupg_binary, gnupghome=directory.name, options=GPG_OPTIONS, env=env
+            )
+            imported = gpg.import_keys(key)
+            listing = gpg.list_keys()
+        except (OSError, ValueError):
+            raise EncryptionError("gpg could not be run to import the key") from None
+        if int(imported.sec_read or 0):
+            raise EncryptionError("the key contains secret key material")
+        if imported.count != 1 or len(imported.fingerprints) != 1 or len(listing) != 1:
+            raise EncryptionError(f"the key data holds {len(listing)} usable keys, not one")
+        listed = listing[0]
+        fingerprint = str(listed.get("fingerprint", "")).upper()
+        if fingerprint != str(imported.fingerprints[0]).upper():
+            raise EncryptionError("gpg reports inconsistent fingerprints for the key")
+        usable_until = _usable_until(listed, now)
+    except BaseException:
+        directory.cleanup()
+        raise
+    return _KeyHome(directory, gpg, fingerprint, usable_until)
+
+
+class _KeyHomes:
+    """A bounded, thread-safe LRU cache of key homes.
+
+    Keyed by a hash of the exact key bytes and the gpg binary, not by fingerprint: a key with a
+    new subkey, expiry or revocation has other bytes and gets its own freshly checked home.
+    Each home holds one key and gpg is told that key's fingerprint, so a message can only be
+    encrypted to the key its caller passed. Encrypting writes nothing to a home, so threads
+    share one; a home evicted while in use is removed by its last user."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._homes: OrderedDict[bytes, _KeyHome] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, key: bytes, gnupg_binary: str) -> Iterator[_KeyHome]:
+        name = hashlib.sha256(gnupg_binary.encode() + b"\0" + key).digest()
+        with self._lock:
+            home = self._homes.get(name)
+            if home is not None:
+                self._homes.move_to_end(name)
+                home.users += 1
+        if home is None:
+            home = self._add(name, _import(key, gnupg_binary))
+        try:
+            yield home
+        finally:
+            with self._lock:
+                home.users -= 1
+                finished = home.evicted and home.users == 0
+            if finished:
+                home.directory.cleanup()
+
+    def _add(self, name: bytes, fresh: _KeyHome) -> _KeyHome:
+        unused: list[_KeyHome] = []
+        with self._lock:
+            home = self._homes.get(name)
+            if home is None:  # else another thread imported the same key meanwhile
+                home = self._homes[name] = fresh
+                while len(self._homes) > self.capacity:
+                    _, old = self._homes.popitem(last=False)
+                    old.evicted = True
+                    if old.users == 0:
+                        unused.append(old)
+            else:
+                unused.append(fresh)
+            home.users += 1
+        for old in unused:
+            old.directory.cleanup()
+        return home
+
+
+_HOMES = _KeyHomes(CACHED_KEYS)
+
+
+def _encrypt(data: bytes, key: bytes, gnupg_binary: str) -> bytes:
+    with _HOMES.borrow(key, gnupg_binary) as home:
+        if time.time() >= home.usable_until:
+            raise EncryptionError("the key has expired")
+        try:
+            # Bytes in: python-gnupg only encodes str (as latin-1), so nothing is transcoded.
+            result = home.gpg.encrypt(data, home.fingerprint, armor=True, always_trust=True)
+        except (OSError, ValueError):
+            raise EncryptionError("gpg failed to encrypt (it could not run or stopped early)") from None
+    armor = bytes(result.data or b"")
+    if not result.ok or result.returncode != 0:
+        raise EncryptionError(f"gpg failed to encrypt ({result.status or 'no status'})")
+    # Whatever gpg said, only an encrypted armored message leaves this function.
+    if not _is_encrypted_armor(armor):
+        raise EncryptionError("gpg did not produce an encrypted message")
+    return armor
+
+
+def encrypt_message(raw: bytes, recipient_key: bytes, gnupg_binary: str = "gpg") -> bytes:
+    """Return RAW as a PGP/MIME message encrypted to RECIPIENT_KEY (one armored or binary
+    OpenPGP public key); raise EncryptionError when that is impossible."""
+    message = _split(raw)
+    armor = _encrypt(_inner_part(message), recipient_key, gnupg_binary)
+    return _outer_message(message, armor)

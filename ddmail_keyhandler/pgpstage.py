@@ -1,0 +1,155 @@
+"""The OpenPGP delivery stage: an LMTP server between Postfix and Dovecot.
+
+For a recipient with an activated OpenPGP key every message is stored as PGP/MIME (then, like all
+mail, encrypted at rest by mail_crypt). It fails closed: whenever encryption is impossible the
+answer is a temporary failure, so Postfix keeps the message and retries; plaintext is never
+handed to Dovecot for such a recipient. Recipients without a key pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import signal
+import smtplib
+import threading
+from pathlib import Path
+
+from aiosmtpd.controller import UnixSocketController
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ddmail_common import config as config_mod
+from ddmail_common.db import Database
+from ddmail_common.logredact import install as install_redaction
+from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
+from ddmail_keyhandler.pgpmime import EncryptionError, encrypt_message, is_already_encrypted
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE = 64 * 1024 * 1024
+ENCRYPT_TIMEOUT = 60.0
+TEMPFAIL_ENCRYPT = "451 4.7.0 The message cannot be encrypted for this mailbox now; retry later"
+TEMPFAIL_KEYS = "451 4.3.0 The mailbox's encryption settings cannot be read now; retry later"
+TEMPFAIL_STORE = "451 4.3.0 The mailbox store is not reachable now; retry later"
+
+
+class Stage:
+    """What happens to one message for one recipient."""
+
+    def __init__(self, keys: OpenPgpKeys, dovecot_lmtp: Path, gnupg_binary: str = "gpg") -> None:
+        self.keys = keys
+        self.dovecot_lmtp = dovecot_lmtp
+        self.gnupg_binary = gnupg_binary
+
+    def prepare(self, recipient: str, raw: bytes) -> bytes:
+        """The bytes to store for RECIPIENT; raises EncryptionError (fail closed)."""
+        key = self.keys.active_key(recipient.lower())
+        if key is None or is_already_encrypted(raw):
+            return raw
+        return encrypt_message(raw, key.encode(), self.gnupg_binary)
+
+    def store(self, sender: str, recipient: str, raw: bytes, options: list[str]) -> str:
+        """Hand RAW to Dovecot's LMTP; return Dovecot's answer as one reply line."""
+        with smtplib.LMTP(str(self.dovecot_lmtp), timeout=60) as dovecot:
+            try:
+                dovecot.sendmail(sender, [recipient], raw, mail_options=options)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = exc.recipients[recipient]
+                return f"{code} {_text(text)}"
+            except smtplib.SMTPResponseException as exc:
+                return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+        return "250 2.0.0 Stored"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
+class _Handler:
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        # One answer per transaction is all this server gives after DATA, so one recipient
+        # (Postfix sends one anyway: lmtp_destination_recipient_limit = 1).
+        if envelope.rcpt_tos:
+            return "452 4.5.3 One recipient per transaction"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        loop = asyncio.get_running_loop()
+        recipient = envelope.rcpt_tos[0]
+        raw = envelope.original_content or b""
+        sender = envelope.mail_from or ""
+        try:
+            stored = await asyncio.wait_for(
+                loop.run_in_executor(None, self.stage.prepare, recipient, raw), ENCRYPT_TIMEOUT
+            )
+        except EncryptionError as exc:
+            log.warning("OpenPGP encryption refused, deferring: %s", exc.reason)
+            return TEMPFAIL_ENCRYPT
+        except TimeoutError:
+            log.warning("OpenPGP encryption timed out, deferring")
+            return TEMPFAIL_ENCRYPT
+        except Exception as exc:
+            log.warning("OpenPGP stage could not read keys (%s), deferring", type(exc).__name__)
+            return TEMPFAIL_KEYS
+        options = [
+            o for o in envelope.mail_options if o.upper().split("=")[0] in ("BODY", "SMTPUTF8")
+        ]
+        try:
+            return await loop.run_in_executor(
+                None, self.stage.store, sender, recipient, stored, options
+            )
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("Dovecot LMTP not reachable (%s), deferring", type(exc).__name__)
+            return TEMPFAIL_STORE
+
+
+class _Controller(UnixSocketController):
+    def factory(self) -> SMTP:
+        return LMTP(
+            self.handler,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            data_size_limit=MAX_MESSAGE,
+            hostname="ddmail-pgpstage",
+        )
+
+
+def serve(stage: Stage, socket_path: Path) -> _Controller:
+    socket_path.unlink(missing_ok=True)
+    controller = _Controller(_Handler(stage), unix_socket=str(socket_path))
+    controller.start()
+    # Postfix's LMTP client (user postfix) connects; nobody else may.
+    os.chown(socket_path, 0, grp.getgrnam("postfix").gr_gid)
+    socket_path.chmod(0o660)
+    return controller
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="DDMail's OpenPGP LMTP delivery stage")
+    parser.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args()
+    install_redaction()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s pgpstage: %(message)s")
+    cfg = config_mod.load(args.config)
+    stage = Stage(OpenPgpKeys(Database(cfg.db_url)), cfg.dovecot_lmtp_socket, cfg.gnupg_binary)
+    controller = serve(stage, cfg.pgpstage_socket)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    controller.stop()
+    cfg.pgpstage_socket.unlink(missing_ok=True)
