@@ -25,6 +25,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ddmail_common import config as config_mod
 from ddmail_common.db import Database
 from ddmail_common.logredact import install as install_redaction
+from ddmail_common.validators import InvalidInput, parse_foreign_address
 from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
 from ddmail_keyhandler.pgpmime import EncryptionError, encrypt_message, is_already_encrypted
 
@@ -54,6 +55,12 @@ class Stage:
     def store(self, sender: str, recipient: str, raw: bytes, options: list[str]) -> str:
         """Hand RAW to Dovecot's LMTP; return Dovecot's answer as one reply line."""
         with smtplib.LMTP(str(self.dovecot_lmtp), timeout=60) as dovecot:
+            dovecot.ehlo()
+            if not dovecot.has_extn("smtputf8"):
+                # Dovecot 2.3's LMTP has no SMTPUTF8: the envelope sender (it only becomes
+                # Return-Path) goes over in ASCII; the message itself is untouched.
+                options = [o for o in options if o.upper() != "SMTPUTF8"]
+                sender = ascii_sender(sender)
             try:
                 dovecot.sendmail(sender, [recipient], raw, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
@@ -62,6 +69,18 @@ class Stage:
             except smtplib.SMTPResponseException as exc:
                 return f"{exc.smtp_code} {_text(exc.smtp_error)}"
         return "250 2.0.0 Stored"
+
+
+def ascii_sender(sender: str) -> str:
+    """SENDER with an A-label domain; the null sender if its local part is not ASCII."""
+    if sender.isascii():
+        return sender
+    local, _, domain = sender.rpartition("@")
+    try:
+        ascii_domain = parse_foreign_address(f"x@{domain}")[1]
+    except InvalidInput:
+        return ""
+    return f"{local}@{ascii_domain}" if local.isascii() else ""
 
 
 def _text(reply: bytes | str) -> str:

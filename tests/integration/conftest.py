@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,4 +28,5 @@ def stack() -> Iterator[RunningStack]:
     )
     assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
-    shutil.rmtree(running.root, ignore_errors=True)
+    if not os.environ.get("DDMAIL_KEEP_ROOT"):  # keep it to read the logs of a failed run
+        shutil.rmtree(running.root, ignore_errors=True)

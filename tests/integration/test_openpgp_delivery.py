@@ -1,0 +1,273 @@
+"""OpenPGP on arrival through real Postfix → stage → Dovecot, read back over IMAPS and decrypted
+with the recipient's private key in a separate GnuPG home."""
+
+from __future__ import annotations
+
+import email
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import gnupg
+import pytest
+
+from ddmail_keyhandler.pgpmime import encrypt_message
+from ddmail_stack.processes import python_script, spawn
+from tests.integration.test_mail_flow import fetch_all, stored_files
+from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
+
+
+@dataclass
+class Recipient:
+    address: str
+    password: str
+    public: bytes
+    home: Path  # holds the private key: the test's "mail client"
+
+    def decrypt(self, outer: bytes) -> bytes:
+        message = email.message_from_bytes(outer)
+        assert message.get_content_type() == "multipart/encrypted"
+        armored = message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
+        result = gnupg.GPG(gnupghome=str(self.home)).decrypt(armored)
+        assert result.ok, result.status
+        return bytes(result.data)
+
+
+def make_key(home: Path, uid: str, expire: str = "never") -> bytes:
+    home.mkdir(mode=0o700, parents=True)
+    gpg = [
+        "gpg",
+        "--homedir",
+        str(home),
+        "--batch",
+        "--passphrase",
+        "",
+        "--pinentry-mode",
+        "loopback",
+    ]
+    subprocess.run(
+        [*gpg, "--quick-gen-key", uid, "ed25519", "sign", expire], check=True, capture_output=True
+    )
+    fpr = gnupg.GPG(gnupghome=str(home)).list_keys()[0]["fingerprint"]
+    subprocess.run(
+        [*gpg, "--quick-add-key", fpr, "cv25519", "encr", expire], check=True, capture_output=True
+    )
+    return bytes(gnupg.GPG(gnupghome=str(home)).export_keys(fpr).encode())
+
+
+def activate(stack: RunningStack, address: str, public: bytes) -> str:
+    client = stack.client()
+    made = client.call(
+        "POST", "/v1/openpgp/keys", {"account": TEST_ACCOUNT, "key": public.decode()}
+    )
+    client.call(
+        "POST",
+        "/v1/openpgp/activate",
+        {"account": TEST_ACCOUNT, "address": address, "fingerprint": made["fingerprint"]},
+    )
+    return str(made["fingerprint"])
+
+
+@pytest.fixture
+def recipient(stack: RunningStack, tmp_path: Path) -> Recipient:
+    address, password = stack.new_mailbox()
+    public = make_key(tmp_path / "gpg", f"Rcpt <{address}>")
+    activate(stack, address, public)
+    return Recipient(address, password, public, tmp_path / "gpg")
+
+
+def send_raw(stack: RunningStack, sender: str, recipients: list[str], raw: bytes) -> None:
+    with stack.smtp() as s:
+        s.sendmail(sender, recipients, raw, mail_options=["BODY=8BITMIME"])
+
+
+def body_of(raw: bytes) -> bytes:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        if sep in raw:
+            return raw.split(sep, 1)[1]
+    return b""
+
+
+def newest(stack: RunningStack, who: Recipient, marker: str) -> bytes:
+    def find() -> bytes | None:
+        for message in fetch_all(stack, who.address, who.password):
+            if marker.encode() in message:
+                return message
+        return None
+
+    return wait_until(find, 30, "the message over IMAPS")  # type: ignore[no-any-return]
+
+
+def message(headers: str, body: bytes) -> bytes:
+    return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+CASES = {
+    "plain": ("Content-Type: text/plain; charset=us-ascii\n", b"Hello there.\r\n"),
+    "utf8": (
+        "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n",
+        "Grüße, 你好, emoji 🎉\r\n".encode(),
+    ),
+    "latin1": (
+        "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n",
+        "Café à Noël, déjà vu\r\n".encode("latin-1"),
+    ),
+    "mentions": (
+        "Content-Type: text/plain\n",
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"\r\n'
+        b"-----BEGIN PGP MESSAGE-----\r\nnot really\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_messages_are_stored_encrypted_and_decrypt_byte_exactly(
+    stack: RunningStack, recipient: Recipient, case: str
+) -> None:
+    content_headers, body = CASES[case]
+    marker = uuid.uuid4().hex
+    raw = message(
+        f"From: Sender <sender@example.org>\nTo: {recipient.address}\n"
+        f"Subject: secret subject {marker}\nMessage-ID: <{marker}@example.org>\n"
+        f"In-Reply-To: <parent-{marker}@example.org>\n"
+        f"Date: Sun, 22 Nov 2026 12:00:00 +0000\nMIME-Version: 1.0\n" + content_headers,
+        body,
+    )
+    send_raw(stack, "sender@example.org", [recipient.address], raw)
+    stored = newest(stack, recipient, marker)  # the marker is in the kept Message-ID
+    outer = email.message_from_bytes(stored)
+    assert outer["Subject"] == "..."
+    assert outer["Message-ID"] == f"<{marker}@example.org>"
+    assert outer["In-Reply-To"] == f"<parent-{marker}@example.org>"
+    assert f"secret subject {marker}".encode() not in stored
+    inner = recipient.decrypt(stored)
+    assert body_of(inner) == body
+    assert f"Subject: secret subject {marker}".encode() in inner
+    assert all(f.startswith(b"CRYPTED") for f in stored_files(stack, recipient.address))
+
+
+def test_binary_attachment_survives(stack: RunningStack, recipient: Recipient) -> None:
+    marker = uuid.uuid4().hex
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.org", recipient.address, "attachment"
+    msg["Message-ID"] = f"<{marker}@example.org>"
+    msg.set_content("see attached")
+    blob = os.urandom(50_000)
+    msg.add_attachment(blob, maintype="application", subtype="octet-stream", filename="x.bin")
+    raw = msg.as_bytes()
+    send_raw(stack, "a@example.org", [recipient.address], raw)
+    inner = recipient.decrypt(newest(stack, recipient, marker))
+    part = [p for p in email.message_from_bytes(inner).walk() if p.get_filename() == "x.bin"][0]
+    assert part.get_payload(decode=True) == blob
+
+
+def test_null_sender_and_idn_sender_are_accepted(stack: RunningStack, recipient: Recipient) -> None:
+    for sender in ("", "bücher@bücher.example"):
+        marker = uuid.uuid4().hex
+        raw = message(
+            f"From: x@example.org\nTo: {recipient.address}\nSubject: dsn\n"
+            f"Message-ID: <{marker}@example.org>\n",
+            b"bounce\r\n",
+        )
+        with stack.smtp() as s:
+            options = ["SMTPUTF8"] if sender else []
+            s.sendmail(sender, [recipient.address], raw, mail_options=options)
+        assert recipient.decrypt(newest(stack, recipient, marker))
+
+
+def test_genuine_pgp_mime_is_not_wrapped_twice(stack: RunningStack, recipient: Recipient) -> None:
+    marker = uuid.uuid4().hex
+    original = message(
+        f"From: a@example.org\nTo: {recipient.address}\nSubject: pre\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        b"already private\r\n",
+    )
+    pre = encrypt_message(original, recipient.public)
+    send_raw(stack, "a@example.org", [recipient.address], pre)
+    stored = newest(stack, recipient, marker)
+    assert body_of(recipient.decrypt(stored)) == b"already private\r\n"
+
+
+def test_two_recipients_only_one_with_a_key(stack: RunningStack, recipient: Recipient) -> None:
+    other, other_password = stack.new_mailbox()
+    marker = uuid.uuid4().hex
+    raw = message(
+        f"From: a@example.org\nTo: {recipient.address}, {other}\nSubject: both\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        f"body {marker}\r\n".encode(),
+    )
+    send_raw(stack, "a@example.org", [recipient.address, other], raw)
+    assert recipient.decrypt(newest(stack, recipient, marker))
+    plain = wait_until(
+        lambda: [m for m in fetch_all(stack, other, other_password) if marker.encode() in m],
+        30,
+        "plain copy",
+    )
+    assert f"body {marker}".encode() in plain[0]
+
+
+def in_queue(stack: RunningStack, address: str) -> bool:
+    return any(address in str(q.get("recipients")) for q in stack.postqueue())
+
+
+def stop_stage(stack: RunningStack) -> None:
+    os.killpg(stack.service_pid("pgpstage"), signal.SIGTERM)
+    wait_until(lambda: not (stack.root / "run" / "pgpstage.sock").exists(), 20, "stage stop")
+
+
+def start_stage(stack: RunningStack) -> None:
+    proc = spawn(
+        [python_script("ddmail-pgpstage"), "--config", str(stack.root / "etc" / "ddmail.toml")],
+        stack.log_dir / "pgpstage.log",
+    )
+    (stack.root / "run" / "pgpstage.pid").write_text(f"{proc.pid}\n")
+    wait_until(lambda: (stack.root / "run" / "pgpstage.sock").exists(), 20, "stage start")
+
+
+def test_stage_down_keeps_mail_queued_then_delivers_encrypted(
+    stack: RunningStack, recipient: Recipient
+) -> None:
+    stop_stage(stack)
+    try:
+        marker = uuid.uuid4().hex
+        raw = message(
+            f"From: a@example.org\nTo: {recipient.address}\nSubject: queued\n"
+            f"Message-ID: <{marker}@example.org>\n",
+            b"wait for me\r\n",
+        )
+        send_raw(stack, "a@example.org", [recipient.address], raw)
+        wait_until(lambda: in_queue(stack, recipient.address), 20, "deferred in the queue")
+        assert not stored_files(stack, recipient.address)
+    finally:
+        start_stage(stack)
+    stack.flush_queue()
+    assert body_of(recipient.decrypt(newest(stack, recipient, marker))) == b"wait for me\r\n"
+
+
+def test_expired_key_defers_until_a_valid_key_is_active(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    address, password = stack.new_mailbox()
+    short = make_key(tmp_path / "short", f"Short <{address}>", "seconds=4")
+    activate(stack, address, short)
+    time.sleep(5)
+    marker = uuid.uuid4().hex
+    raw = message(
+        f"From: a@example.org\nTo: {address}\nSubject: late {marker}\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        b"must not be plain\r\n",
+    )
+    send_raw(stack, "a@example.org", [address], raw)
+    wait_until(lambda: in_queue(stack, address), 20, "deferred in the queue")
+    assert not stored_files(stack, address)
+    fresh = Recipient(
+        address, password, make_key(tmp_path / "fresh", f"F <{address}>"), tmp_path / "fresh"
+    )
+    activate(stack, address, fresh.public)
+    stack.flush_queue()
+    assert body_of(fresh.decrypt(newest(stack, fresh, marker))) == b"must not be plain\r\n"
