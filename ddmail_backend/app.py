@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, Response, request
 
@@ -233,6 +234,14 @@ def create_app(
 
     # -- OpenPGP public keys (kept by the keyhandler) ---------------------------------------
     openpgp = OpenPgp(keyhandler, mailboxes)
+
+    @app.get("/v1/openpgp/wkd")
+    @authenticated(PANEL)
+    def openpgp_wkd() -> Response:
+        query = urlencode(
+            {"domain": request.args.get("domain", ""), "hash": request.args.get("hash", "")}
+        )
+        return json_response(200, keyhandler.call("GET", f"/v1/openpgp/wkd?{query}"))
 
     @app.get("/v1/openpgp/keys")
     @authenticated(PANEL)

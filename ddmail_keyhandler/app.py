@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 
@@ -16,6 +17,7 @@ from ddmail_common.signing import NonceCache, Verifier
 from ddmail_keyhandler.keys import KeyStore
 from ddmail_keyhandler.models import idempotency
 from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
+from ddmail_keyhandler.wkd import published_key
 
 log = logging.getLogger(__name__)
 BACKEND = {"backend"}
@@ -124,6 +126,17 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
         if not account or len(account) > 64:
             raise bad_request("The query parameter 'account' is missing or too long.")
         return json_response(200, {"keys": openpgp.list(account)})
+
+    @app.get("/v1/openpgp/wkd")
+    @authenticated(BACKEND)
+    def openpgp_wkd() -> Response:
+        domain, hashed = request.args.get("domain", ""), request.args.get("hash", "")
+        if not (0 < len(domain) <= 253 and len(hashed) == 32 and hashed.isalnum()):
+            raise bad_request("Give a domain and a 32-character WKD hash.")
+        key = published_key(db, domain.lower(), hashed.lower())
+        if key is None:
+            raise ApiError(404, "not_found", "No key is published for this address.")
+        return json_response(200, {"key": base64.b64encode(key).decode()})
 
     @app.post("/v1/openpgp/activate")
     @authenticated(BACKEND)

@@ -22,6 +22,7 @@ from ddmail_web import (
     settings,
     totp_views,
     users,
+    wkd,
 )
 from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
@@ -81,6 +82,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
         account_data.bp,
         totp_views.bp,
         funds_views.bp,
+        wkd.bp,
         openpgp.bp,
     ):
         app.register_blueprint(blueprint)

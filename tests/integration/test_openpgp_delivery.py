@@ -162,7 +162,7 @@ def test_binary_attachment_survives(stack: RunningStack, recipient: Recipient) -
     raw = msg.as_bytes()
     send_raw(stack, "a@example.org", [recipient.address], raw)
     inner = recipient.decrypt(newest(stack, recipient, marker))
-    part = [p for p in email.message_from_bytes(inner).walk() if p.get_filename() == "x.bin"][0]
+    part = next(p for p in email.message_from_bytes(inner).walk() if p.get_filename() == "x.bin")
     assert part.get_payload(decode=True) == blob
 
 
@@ -271,3 +271,35 @@ def test_expired_key_defers_until_a_valid_key_is_active(
     activate(stack, address, fresh.public)
     stack.flush_queue()
     assert body_of(fresh.decrypt(newest(stack, fresh, marker))) == b"must not be plain\r\n"
+
+
+def test_wkd_publishes_the_active_key_and_deactivation_removes_it(
+    stack: RunningStack, recipient: Recipient
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from ddmail_keyhandler.wkd import wkd_hash
+
+    local, _, domain = recipient.address.partition("@")
+    hashed = wkd_hash(local)
+    urls = [
+        f"{stack.info['web_url']}/.well-known/openpgpkey/{domain}/hu/{hashed}?l={local}",
+        f"{stack.info['web_url']}/.well-known/openpgpkey/hu/{hashed}?l={local}",
+    ]
+    expected = gnupg.GPG(gnupghome=str(recipient.home)).list_keys()[0]["fingerprint"]
+    for url in urls:
+        with urllib.request.urlopen(url, context=stack.tls()) as resp:
+            assert resp.headers["Content-Type"] == "application/octet-stream"
+            served = resp.read()
+        assert not served.startswith(b"-----")  # WKD serves the binary key
+        scratch = recipient.home.parent / f"wkd-{uuid.uuid4().hex[:6]}"
+        scratch.mkdir(mode=0o700)
+        imported = gnupg.GPG(gnupghome=str(scratch)).import_keys(served)
+        assert imported.fingerprints == [expected]
+    stack.client().call(
+        "POST", "/v1/openpgp/deactivate", {"account": TEST_ACCOUNT, "address": recipient.address}
+    )
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(urls[0], context=stack.tls())
+    assert exc.value.code == 404

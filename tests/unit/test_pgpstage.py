@@ -19,3 +19,10 @@ from ddmail_keyhandler.pgpstage import ascii_sender
 )
 def test_envelope_sender_is_made_ascii_for_dovecot(sender: str, expected: str) -> None:
     assert ascii_sender(sender) == expected
+
+
+def test_wkd_hash_matches_the_specification_example() -> None:
+    from ddmail_keyhandler.wkd import wkd_hash
+
+    # draft-koch-openpgp-webkey-service: "Joe.Doe" → iy9q119eutrkn8s1mk4r39qejnbu3n5q
+    assert wkd_hash("Joe.Doe") == "iy9q119eutrkn8s1mk4r39qejnbu3n5q"
