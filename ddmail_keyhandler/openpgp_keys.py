@@ -422,7 +422,9 @@ def grouped(fingerprint: str) -> str:
 # -- the store ------------------------------------------------------------------------------
 
 
-def _view(key: OpenPgpKey, mailboxes: list[str], now: int) -> dict[str, Any]:
+def _view(
+    key: OpenPgpKey, mailboxes: list[str], now: int, failures: dict[str, str]
+) -> dict[str, Any]:
     return {
         "fingerprint": key.fingerprint,
         "key_version": key.key_version,
@@ -433,6 +435,8 @@ def _view(key: OpenPgpKey, mailboxes: list[str], now: int) -> dict[str, Any]:
         "uploaded_at": key.uploaded_at,
         "expired": key.expires_at is not None and key.expires_at <= now,
         "mailboxes": mailboxes,
+        # address → why mail to it is being held back right now
+        "failures": {m: failures[m] for m in mailboxes if m in failures},
     }
 
 
@@ -473,7 +477,7 @@ class OpenPgpKeys:
                 s.add(row)
         except IntegrityError:  # a concurrent upload of the same key won
             raise duplicate from None
-        return _view(row, [], now)
+        return _view(row, [], now, {})
 
     def _live_activations(self, account: str) -> list[OpenPgpActivation]:
         """Activations whose mailbox still exists (a removed mailbox loses its key row first;
@@ -495,15 +499,18 @@ class OpenPgpKeys:
     def list(self, account: str) -> list[dict[str, Any]]:
         now = int(time.time())
         used: dict[str, list[str]] = {}
+        failures: dict[str, str] = {}
         for activation in self._live_activations(account):
             used.setdefault(activation.fingerprint, []).append(activation.address)
+            if activation.failing_since is not None:
+                failures[activation.address] = activation.failure or "encryption failed"
         with self.db.session() as s:
             keys = s.execute(
                 select(OpenPgpKey)
                 .where(OpenPgpKey.account == account)
                 .order_by(OpenPgpKey.uploaded_at, OpenPgpKey.fingerprint)
             ).scalars()
-            return [_view(k, used.get(k.fingerprint, []), now) for k in keys]
+            return [_view(k, used.get(k.fingerprint, []), now, failures) for k in keys]
 
     def activate(self, account: str, address: str, fingerprint: str) -> dict[str, Any]:
         fingerprint = normalize_fingerprint(fingerprint)
@@ -596,6 +603,17 @@ class OpenPgpKeys:
             s.execute(delete(OpenPgpActivation).where(OpenPgpActivation.account == account))
             result = s.execute(delete(OpenPgpKey).where(OpenPgpKey.account == account))
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def record_delivery(self, address: str, failure: str | None) -> None:
+        """The stage's verdict for ADDRESS: None clears a failure, a reason sets it."""
+        with self.db.session() as s:
+            row = s.get(OpenPgpActivation, address)
+            if row is None or (failure is None and row.failing_since is None):
+                return
+            if failure is None:
+                row.failing_since, row.failure = None, None
+            elif row.failing_since is None:
+                row.failing_since, row.failure = int(time.time()), failure[:200]
 
     def active_key(self, address: str) -> str | None:
         """The armored key mail to ADDRESS must be encrypted to, or None (for the delivery

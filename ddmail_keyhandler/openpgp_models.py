@@ -44,3 +44,6 @@ class OpenPgpActivation(Base):
     account: Mapped[str] = mapped_column(String(64), index=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     activated_at: Mapped[int] = mapped_column(Integer)
+    # Set by the delivery stage while mail for this mailbox is held back (fail closed).
+    failing_since: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -246,7 +246,7 @@ def is_already_encrypted(raw: bytes) -> bool:
             return False
         boundary = headers.get_boundary()
         # Parsed from bytes, the text holds the original bytes as surrogate escapes.
-        return True or _is_pgp_mime(
+        return bool(boundary) and _is_pgp_mime(
             message.body, str(boundary).encode("utf-8", "surrogateescape")
         )
     if content_type == "text/plain":

@@ -47,10 +47,18 @@ class Stage:
 
     def prepare(self, recipient: str, raw: bytes) -> bytes:
         """The bytes to store for RECIPIENT; raises EncryptionError (fail closed)."""
-        key = self.keys.active_key(recipient.lower())
+        address = recipient.lower()
+        key = self.keys.active_key(address)
         if key is None or is_already_encrypted(raw):
             return raw
-        return encrypt_message(raw, key.encode(), self.gnupg_binary)
+        try:
+            encrypted = encrypt_message(raw, key.encode(), self.gnupg_binary)
+        except EncryptionError as exc:
+            # The owner sees this on the key's page until a delivery succeeds again.
+            self.keys.record_delivery(address, exc.reason)
+            raise
+        self.keys.record_delivery(address, None)
+        return encrypted
 
     def store(self, sender: str, recipient: str, raw: bytes, options: list[str]) -> str:
         """Hand RAW to Dovecot's LMTP; return Dovecot's answer as one reply line."""
