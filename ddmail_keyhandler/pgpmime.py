@@ -389,7 +389,9 @@ def _import(key: bytes, gnupg_binary: str) -> _KeyHome:
         if int(imported.sec_read or 0):
             raise EncryptionError("the key contains secret key material")
         if imported.count != 1 or len(imported.fingerprints) != 1 or len(listing) != 1:
-            raise EncryptionError(f"the key data holds {len(listing)} usable keys, not one")
+            raise EncryptionError(
+                f"the key data does not hold exactly one public key (gpg read {len(listing)})"
+            )
         listed = listing[0]
         fingerprint = str(listed.get("fingerprint", "")).upper()
         if fingerprint != str(imported.fingerprints[0]).upper():

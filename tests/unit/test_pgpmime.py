@@ -413,6 +413,7 @@ def test_not_inline_pgp(keys: Keys) -> None:
         head + b"Content-Type: text/html\n\n" + armor,
         head + b"Content-Transfer-Encoding: x-unknown\n\n" + armor,
         head + b"Content-Transfer-Encoding: base64\n\n" + armor,  # armor is no base64 of one
+        head + b"\n" + armor.replace(b"-----END PGP MESSAGE-----", b"AAAAAAAAAAAAAAAAAAAAAAAAA"),
     ):
         assert not is_already_encrypted(raw)
 
@@ -448,6 +449,12 @@ def test_fake_pgp_mime_with_plaintext_is_not_encrypted(keys: Keys) -> None:
     assert not is_already_encrypted(unclosed)
     padded = outer[: close.start()] + b"\r\n--" + close[1] + b"-- \t\r\n"
     assert is_already_encrypted(padded)
+    # Only whole delimiter lines count; look-alikes inside a part do not split it.
+    version = b"\r\nVersion: 1\r\n"
+    lookalikes = b"\r\nx--" + close[1] + b"\r\n--" + close[1] + b"x\r\n"
+    assert is_already_encrypted(outer.replace(version, version + lookalikes))
+    control = b"Content-Type: application/pgp-encrypted\r\n"
+    assert not is_already_encrypted(outer.replace(control, b"Content-Type: text/plain\r\n"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -469,9 +476,9 @@ def homes() -> set[str]:
         ("expired", "expired"),
         ("sign_only", "no usable encryption"),
         ("revoked", "revoked"),
-        ("garbage", "not one"),
-        ("truncated", "not one"),
-        ("two", "not one"),
+        ("garbage", "exactly one"),
+        ("truncated", "exactly one"),
+        ("two", "exactly one"),
         ("secret", "secret key"),
     ],
 )
@@ -557,6 +564,23 @@ def test_parallel_messages_to_two_keys(keys: Keys, monkeypatch: pytest.MonkeyPat
         assert re.search(rf":pubkey enc packet: .* keyid {keyid}\b", packets)
         assert split(decrypt(keys, outer))[1] == f"message {index}\r\n".encode()
     assert len(homes() - before) <= 1
+
+
+def test_evicted_home_lives_until_its_last_user_is_done(keys: Keys) -> None:
+    cache = pgpmime._KeyHomes(1)
+    with cache.borrow(keys.public, "gpg") as first:
+        with cache.borrow(keys.public, "gpg") as shared:
+            assert shared is first
+            with cache.borrow(keys.other, "gpg") as second:
+                assert first.evicted and Path(first.directory.name, "pubring.kbx").exists()
+        assert Path(first.directory.name, "pubring.kbx").exists()  # still one user
+        with cache.borrow(keys.public, "gpg") as again:  # a fresh import evicts the other
+            assert again is not first and second.evicted
+        assert not Path(second.directory.name).exists()
+        assert Path(first.directory.name).exists()
+    assert not Path(first.directory.name).exists()
+    with cache.borrow(keys.public, "gpg") as cached:
+        assert cached is again and Path(again.directory.name).exists()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
