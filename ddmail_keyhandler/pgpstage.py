@@ -16,6 +16,7 @@ import os
 import signal
 import smtplib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiosmtpd.controller import UnixSocketController
@@ -45,19 +46,21 @@ class Stage:
         self.dovecot_lmtp = dovecot_lmtp
         self.gnupg_binary = gnupg_binary
 
-    def prepare(self, recipient: str, raw: bytes) -> bytes:
-        """The bytes to store for RECIPIENT; raises EncryptionError (fail closed)."""
-        address = recipient.lower()
-        key = self.keys.active_key(address)
-        if key is None or is_already_encrypted(raw):
+    def key_for(self, recipient: str) -> str | None:
+        """The armored key mail to RECIPIENT must be encrypted to, if any."""
+        return self.keys.active_key(recipient.lower())
+
+    def encrypt(self, recipient: str, raw: bytes, key: str) -> bytes:
+        """RAW as stored for RECIPIENT; raises EncryptionError (fail closed)."""
+        if is_already_encrypted(raw):
             return raw
         try:
             encrypted = encrypt_message(raw, key.encode(), self.gnupg_binary)
         except EncryptionError as exc:
             # The owner sees this on the key's page until a delivery succeeds again.
-            self.keys.record_delivery(address, exc.reason)
+            self.keys.record_delivery(recipient.lower(), exc.reason)
             raise
-        self.keys.record_delivery(address, None)
+        self.keys.record_delivery(recipient.lower(), None)
         return encrypted
 
     def store(self, sender: str, recipient: str, raw: bytes, options: list[str]) -> str:
@@ -98,6 +101,9 @@ def _text(reply: bytes | str) -> str:
 class _Handler:
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
+        # A bounded pool of its own: a hung gpg holds one of these threads, never the event
+        # loop or every delivery.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgpstage")
 
     async def handle_RCPT(
         self,
@@ -120,24 +126,29 @@ class _Handler:
         raw = envelope.original_content or b""
         sender = envelope.mail_from or ""
         try:
-            stored = await asyncio.wait_for(
-                loop.run_in_executor(None, self.stage.prepare, recipient, raw), ENCRYPT_TIMEOUT
-            )
-        except EncryptionError as exc:
-            log.warning("OpenPGP encryption refused, deferring: %s", exc.reason)
-            return TEMPFAIL_ENCRYPT
-        except TimeoutError:
-            log.warning("OpenPGP encryption timed out, deferring")
-            return TEMPFAIL_ENCRYPT
+            key = await loop.run_in_executor(self.pool, self.stage.key_for, recipient)
         except Exception as exc:
             log.warning("OpenPGP stage could not read keys (%s), deferring", type(exc).__name__)
             return TEMPFAIL_KEYS
+        stored = raw
+        if key is not None:
+            try:
+                stored = await asyncio.wait_for(
+                    loop.run_in_executor(self.pool, self.stage.encrypt, recipient, raw, key),
+                    ENCRYPT_TIMEOUT,
+                )
+            except EncryptionError as exc:
+                log.warning("OpenPGP encryption refused, deferring: %s", exc.reason)
+                return TEMPFAIL_ENCRYPT
+            except Exception as exc:
+                log.warning("OpenPGP encryption failed (%s), deferring", type(exc).__name__)
+                return TEMPFAIL_ENCRYPT
         options = [
             o for o in envelope.mail_options if o.upper().split("=")[0] in ("BODY", "SMTPUTF8")
         ]
         try:
             return await loop.run_in_executor(
-                None, self.stage.store, sender, recipient, stored, options
+                self.pool, self.stage.store, sender, recipient, stored, options
             )
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("Dovecot LMTP not reachable (%s), deferring", type(exc).__name__)
