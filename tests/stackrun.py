@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import smtplib
 import ssl
 import subprocess
@@ -117,9 +118,31 @@ def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
+OFFSETS = (24, 25, 26, 80, 443, 465, 587, 993)
+
+
+def free_port_base() -> int:
+    """A port base whose every stack port is free now (two stacks may run at once: the
+    integration and end-to-end sessions, or a benchmark)."""
+    for _ in range(50):
+        base = random.randrange(21000, 40000, 1000)
+        if all(_free(base + offset) for offset in OFFSETS):
+            return base
+    raise RuntimeError("no free port base found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_stack() -> RunningStack:
     root = Path(tempfile.mkdtemp(prefix="ddm-", dir="/tmp"))
-    port_base = random.randrange(21000, 40000, 1000)
+    port_base = free_port_base()
     argv = [
         str(VENV_BIN / "ddmail"),
         "stack",
