@@ -7,8 +7,8 @@ import json
 import os
 import random
 import signal
-import socket
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
