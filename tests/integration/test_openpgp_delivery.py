@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -71,6 +72,15 @@ def activate(stack: RunningStack, address: str, public: bytes) -> str:
         {"account": TEST_ACCOUNT, "address": address, "fingerprint": made["fingerprint"]},
     )
     return str(made["fingerprint"])
+
+
+@pytest.fixture(autouse=True)
+def no_agent_left(tmp_path: Path) -> Iterator[None]:
+    """Stop the gpg-agents that key generation and decryption started in this test's homes."""
+    yield
+    for home in tmp_path.glob("*"):
+        if (home / "pubring.kbx").exists():
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
 @pytest.fixture
