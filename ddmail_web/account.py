@@ -223,7 +223,7 @@ def login() -> Response | str | tuple[str, int]:
         # No argon2 work while failures pour in: the CPU stays available to everyone else.
         return render_template("account/busy_login.html", form=form), 429
     keyfile = KeyFile.parse(form.key.data.read(4097))
-    user = check_login(form.user.data.strip(), form.password.data, keyfile)
+    user = check_login(form.user.data, form.password.data, keyfile)
     if user is not None and not totp_views.check_code(user, form.totp.data or ""):
         with web().db.session() as s:
             audit.append(s, user.account, user.username, "login_failed", "one-time code")

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ddmail_common.client import ServiceClient
@@ -36,6 +36,16 @@ def _utc(timestamp: int) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _refuse_nameless_form_fields() -> tuple[str, int] | None:
+    if request.method == "POST" and None in request.form:
+        return render_template(
+            "error.html",
+            title="Malformed form",
+            message="The form could not be read. Nothing was changed.",
+        ), 400
+    return None
+
+
 def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     domain = cfg.web.global_domain if cfg else "ddmail.test"
@@ -62,6 +72,9 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
         )
     if overrides:
         app.config.update(overrides)
+    # A multipart part without a name becomes a form key of None, on which Flask-WTF's token
+    # search crashes: such a body is malformed, so it is refused before that check runs.
+    app.before_request(_refuse_nameless_form_fields)
     CSRFProtect(app)
     app.jinja_env.filters["utc"] = _utc
     app.after_request(add_security_headers)

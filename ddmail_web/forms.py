@@ -20,7 +20,12 @@ class EmptyForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    user = StringField("Username", validators=[DataRequired(), Length(max=32)])
+    # Usernames are generated: lower-case letters and digits only (nothing else reaches the DB).
+    user = StringField(
+        "Username",
+        validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}$", message="Check the username.")],
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+    )
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
     key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
     totp = StringField(
@@ -30,7 +35,7 @@ class LoginForm(FlaskForm):
 
 
 class RevokeForm(FlaskForm):
-    session = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,12}$")])
+    session = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,9}$")])  # an INTEGER id
 
 
 class KeyFileForm(FlaskForm):
