@@ -59,9 +59,16 @@ def load_session() -> None:
     web = current_app.extensions["ddmail_web"]
     now = int(time.time())
     with web.db.session() as s:
-        row = s.execute(select(Session).where(Session.token_hash == token_hash(token))).scalar()
-        if row is None:
+        # One joined query per page view: this runs on every request of a logged-in user.
+        found = s.execute(
+            select(Session, User, Account)
+            .join(User, User.id == Session.user_id)
+            .join(Account, Account.id == User.account)
+            .where(Session.token_hash == token_hash(token))
+        ).first()
+        if found is None:
             return
+        row, user, account = found
         idle = now - row.last_seen > web.settings.session_idle_minutes * 60
         old = now - row.created_at > web.settings.session_absolute_hours * 3600
         if idle or old:
@@ -69,8 +76,6 @@ def load_session() -> None:
             return
         if now - row.last_seen > TOUCH_EVERY:
             row.last_seen = now
-        user = s.get(User, row.user_id)
-        account = s.get(Account, user.account) if user else None
         g.session_id = row.id
         g.user = user
         g.account = account
