@@ -1,5 +1,8 @@
+"""One real stack per test session, shared by the integration and end-to-end tests."""
+
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +16,7 @@ from tests.stackrun import VENV_BIN, RunningStack, start_stack, stop_stack_proc
 def stack() -> Iterator[RunningStack]:
     running = start_stack()
     yield running
+    # `ddmail stack down` is what an operator runs; it must stop everything the stack started.
     subprocess.run(
         [str(VENV_BIN / "ddmail"), "stack", "down", "--root", str(running.root)],
         check=True,
@@ -20,4 +24,5 @@ def stack() -> Iterator[RunningStack]:
     )
     assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
-    shutil.rmtree(running.root, ignore_errors=True)
+    if not os.environ.get("DDMAIL_KEEP_ROOT"):  # keep it to read the logs of a failed run
+        shutil.rmtree(running.root, ignore_errors=True)
