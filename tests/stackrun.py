@@ -101,6 +101,14 @@ class RunningStack:
         ).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def deferred(self, address: str) -> bool:
+        """True once a message to ADDRESS sits in the deferred queue (its first attempt over:
+        a flush now really retries it; one while it is active would do nothing)."""
+        return any(
+            q.get("queue_name") == "deferred" and address in str(q.get("recipients"))
+            for q in self.postqueue()
+        )
+
     def flush_queue(self) -> None:
         subprocess.run(["postqueue", "-c", str(self.root / "etc" / "postfix"), "-f"], check=True)
 
