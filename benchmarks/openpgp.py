@@ -50,7 +50,7 @@ from pathlib import Path
 
 import gnupg
 
-from benchmarks import stacks
+from benchmarks import report, stacks
 from benchmarks.mail import BODY, SENDER
 
 PORT_BASE = 43000
@@ -651,13 +651,7 @@ HEADER = ("measure", "PGP mailbox", "plain mailbox", "baseline", "target", "verd
 
 
 def table_text(r: Results) -> str:
-    lines = [HEADER, *rows(r)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
-    text = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in text)
+    return report.aligned(HEADER, rows(r))
 
 
 def markdown_table(r: Results) -> str:

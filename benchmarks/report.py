@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,8 +172,13 @@ HEADER = ("measure", "DDMail", "baseline", "target", "verdict")
 
 
 def table_text(r: Results) -> str:
-    lines = [HEADER, *rows(r)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    return aligned(HEADER, rows(r))
+
+
+def aligned(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+    """A plain-text table with aligned columns and a rule under the header."""
+    lines = [header, *body]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines
     ]
