@@ -235,6 +235,11 @@ def create_app(
     # -- OpenPGP public keys (kept by the keyhandler) ---------------------------------------
     openpgp = OpenPgp(keyhandler, mailboxes)
 
+    @app.get("/v1/openpgp/failures")
+    @authenticated(PANEL)
+    def openpgp_failures() -> Response:
+        return json_response(200, keyhandler.call("GET", "/v1/openpgp/failures"))
+
     @app.get("/v1/openpgp/wkd")
     @authenticated(PANEL)
     def openpgp_wkd() -> Response:

@@ -127,6 +127,11 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
             raise bad_request("The query parameter 'account' is missing or too long.")
         return json_response(200, {"keys": openpgp.list(account)})
 
+    @app.get("/v1/openpgp/failures")
+    @authenticated(BACKEND)
+    def openpgp_failures() -> Response:
+        return json_response(200, {"failures": openpgp.failures()})
+
     @app.get("/v1/openpgp/wkd")
     @authenticated(BACKEND)
     def openpgp_wkd() -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import os
 import re
@@ -603,6 +604,57 @@ class OpenPgpKeys:
             s.execute(delete(OpenPgpActivation).where(OpenPgpActivation.account == account))
             result = s.execute(delete(OpenPgpKey).where(OpenPgpKey.account == account))
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def failures(self) -> builtins.list[dict[str, Any]]:
+        """Every mailbox whose mail is held back now (for the panel's audit trail)."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(OpenPgpActivation).where(OpenPgpActivation.failing_since.is_not(None))
+            ).scalars()
+            return [
+                {
+                    "account": a.account,
+                    "address": a.address,
+                    "since": a.failing_since,
+                    "reason": a.failure or "",
+                }
+                for a in rows
+            ]
+
+    def expiring(self, within: int, now: int) -> builtins.list[tuple[str, str, int]]:
+        """(address, armored key, expiry) of active keys that expire within WITHIN seconds and
+        whose owner has not been warned about that expiry yet."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(
+                    OpenPgpActivation.address,
+                    OpenPgpKey.public_key,
+                    OpenPgpKey.expires_at,
+                    OpenPgpActivation.expiry_warned,
+                )
+                .join(
+                    OpenPgpKey,
+                    (OpenPgpKey.account == OpenPgpActivation.account)
+                    & (OpenPgpKey.fingerprint == OpenPgpActivation.fingerprint),
+                )
+                .join(
+                    MailboxKey,
+                    (MailboxKey.address == OpenPgpActivation.address)
+                    & (MailboxKey.account == OpenPgpActivation.account),
+                )
+                .where(
+                    OpenPgpKey.expires_at.is_not(None),
+                    OpenPgpKey.expires_at > now,
+                    OpenPgpKey.expires_at <= now + within,
+                )
+            ).all()
+        return [(str(a), str(k), int(e or 0)) for a, k, e, warned in rows if warned != e]
+
+    def mark_warned(self, address: str, expires_at: int) -> None:
+        with self.db.session() as s:
+            row = s.get(OpenPgpActivation, address)
+            if row is not None:
+                row.expiry_warned = expires_at
 
     def record_delivery(self, address: str, failure: str | None) -> None:
         """The stage's verdict for ADDRESS: None clears a failure, a reason sets it."""

@@ -47,3 +47,5 @@ class OpenPgpActivation(Base):
     # Set by the delivery stage while mail for this mailbox is held back (fail closed).
     failing_since: Mapped[int | None] = mapped_column(Integer, nullable=True)
     failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The key's expiry the owner was last warned about (one warning per expiry date).
+    expiry_warned: Mapped[int | None] = mapped_column(Integer, nullable=True)

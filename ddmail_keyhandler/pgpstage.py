@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import grp
 import logging
 import os
 import signal
 import smtplib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -155,6 +157,41 @@ class _Handler:
             return TEMPFAIL_STORE
 
 
+WARN_BEFORE = 14 * 86400
+WARN_EVERY = 3600.0
+
+
+def expiry_notice(address: str, expires_at: int, sender_domain: str) -> bytes:
+    day = time.strftime("%Y-%m-%d", time.gmtime(expires_at))
+    return (
+        f"From: DDMail <postmaster@{sender_domain}>\r\nTo: <{address}>\r\n"
+        f"Subject: Your OpenPGP key expires on {day}\r\n"
+        f"Date: {email.utils.formatdate()}\r\nMessage-ID: {email.utils.make_msgid()}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"The OpenPGP key that incoming mail to {address} is encrypted to expires on {day}.\r\n"
+        "After that, mail to this mailbox is held back on the server (never stored\r\n"
+        "unencrypted) until you upload a renewed key and activate it in the panel.\r\n"
+    ).encode()
+
+
+def warn_expiring(stage: Stage, sender_domain: str, now: int | None = None) -> int:
+    """Mail each owner whose active key expires within two weeks, once per expiry date; the
+    notice itself is encrypted to that key. Returns how many were sent."""
+    now = int(time.time()) if now is None else now
+    sent = 0
+    for address, key, expires_at in stage.keys.expiring(WARN_BEFORE, now):
+        try:
+            raw = stage.encrypt(address, expiry_notice(address, expires_at, sender_domain), key)
+            answer = stage.store("", address, raw, [])
+        except (EncryptionError, OSError, smtplib.SMTPException) as exc:
+            log.warning("expiry notice not delivered (%s); will retry", type(exc).__name__)
+            continue
+        if answer.startswith("250"):
+            stage.keys.mark_warned(address, expires_at)
+            sent += 1
+    return sent
+
+
 class _Controller(UnixSocketController):
     def factory(self) -> SMTP:
         return LMTP(
@@ -188,6 +225,16 @@ def main() -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+
+    def warner() -> None:
+        while not done.is_set():
+            try:
+                warn_expiring(stage, cfg.web.global_domain)
+            except Exception as exc:
+                log.warning("expiry check failed (%s)", type(exc).__name__)
+            done.wait(WARN_EVERY)
+
+    threading.Thread(target=warner, name="expiry-notices", daemon=True).start()
     done.wait()
     controller.stop()
     cfg.pgpstage_socket.unlink(missing_ok=True)

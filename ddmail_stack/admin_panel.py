@@ -10,8 +10,7 @@ from ddmail_common.config import Config
 from ddmail_common.db import Database
 from ddmail_stack import config_file
 from ddmail_stack.layout import StackLayout
-from ddmail_web import audit, funds
-from ddmail_web.account_data import delete_everything
+from ddmail_web import audit, funds, periodic
 from ddmail_web.models import Account
 
 
@@ -67,9 +66,12 @@ def verify_audit(args: argparse.Namespace) -> int:
 
 
 def billing_run(args: argparse.Namespace) -> int:
-    billing = _billing(args.root)
-    counts = billing.run(lambda a: delete_everything(billing.db, billing.backend, a, "system"))
-    print(f"charged {counts['charged']} accounts, deleted {counts['deleted']}")
+    cfg, db, client = _setup(args.root)
+    counts = periodic.run(db, client, cfg.web)
+    print(
+        f"charged {counts['charged']} accounts, deleted {counts['deleted']}, "
+        f"{counts['openpgp_held']} new held-back deliveries recorded"
+    )
     return 0
 
 

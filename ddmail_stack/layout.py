@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT_BASE = 20000
@@ -165,13 +165,12 @@ class StackLayout:
         }
 
     def write_stack_json(self) -> None:
-        (self.root / "stack.json").write_text(json.dumps(self.stack_json(), indent=2) + "\n")
+        # Atomically: tools wait for this file and read it as soon as it exists.
+        tmp = self.root / "stack.json.tmp"
+        tmp.write_text(json.dumps(self.stack_json(), indent=2) + "\n")
+        tmp.replace(self.root / "stack.json")
 
     @classmethod
     def load(cls, root: Path) -> StackLayout:
         data = json.loads((root / "stack.json").read_text())
         return cls(root=root, port_base=int(data["port_base"]), db_url=str(data["db_url"]))
-
-
-def as_dict(layout: StackLayout) -> dict[str, object]:
-    return asdict(layout)

@@ -207,10 +207,30 @@ def seed_global_domain(layout: StackLayout) -> None:
             raise
 
 
+PERIODIC_EVERY = 60.0
+
+
+def run_periodic(layout: StackLayout, done: threading.Event) -> None:
+    """The panel's periodic job (billing, OpenPGP audit entries) every minute, as a timer
+    would in production."""
+    from ddmail_common.db import Database
+    from ddmail_web import periodic
+
+    cfg = config_file.load(layout)
+    db = Database(cfg.db_url)
+    client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
+    while not done.wait(PERIODIC_EVERY):
+        try:
+            periodic.run(db, client, cfg.web)
+        except Exception as exc:
+            print(f"periodic job failed: {type(exc).__name__}", flush=True)
+
+
 def run_until_signalled(stack: Stack) -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    threading.Thread(target=run_periodic, args=(stack.layout, done), daemon=True).start()
     pid_file = stack.layout.run / "stack.pid"
     pid_file.write_text(f"{os.getpid()}\n")
     try:

@@ -172,22 +172,30 @@ def start_stack() -> RunningStack:
             raise RuntimeError("stack did not start:\n" + (root / "stack-up.out").read_text())
         time.sleep(0.2)
     stack = RunningStack(root, json.loads((root / "stack.json").read_text()), proc)
+    try:
+        _add_test_account(stack)
+    except BaseException:
+        stop_stack_proc(proc)  # never leave a running stack behind a failed fixture
+        raise
+    return stack
+
+
+def _add_test_account(stack: RunningStack) -> None:
     client = stack.client()
     client.call(
         "POST", "/v1/accounts/recovery-key", {"account": TEST_ACCOUNT, "secret": TEST_RECOVERY}
     )
-    # The panel's side of the same account, as registration would have made it.
+    # The panel's side of the same account; gratis, so billing runs leave it alone.
     engine = create_engine(stack.info["db_url"])
     with engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO web_accounts (id, created_at, enabled, gratis, payment_reference)"
-                " VALUES (:a, 0, TRUE, FALSE, 'TESTREF')"
+                " VALUES (:a, 0, TRUE, TRUE, 'TESTREF')"
             ),
             {"a": TEST_ACCOUNT},
         )
     engine.dispose()
-    return stack
 
 
 def stop_stack_proc(proc: subprocess.Popen[bytes]) -> None:

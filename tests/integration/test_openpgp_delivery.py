@@ -16,11 +16,12 @@ from pathlib import Path
 
 import gnupg
 import pytest
+import sqlalchemy as sa
 
 from ddmail_keyhandler.pgpmime import encrypt_message
 from ddmail_stack.processes import python_script, spawn
 from tests.integration.test_mail_flow import fetch_all, stored_files
-from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
+from tests.stackrun import TEST_ACCOUNT, VENV_BIN, RunningStack, wait_until
 
 
 @dataclass
@@ -278,6 +279,25 @@ def test_expired_key_defers_until_a_valid_key_is_active(
     wait_until(owner_told, 30, "the failure on the key page")
     wait_until(lambda: stack.deferred(address), 60, "deferred in the queue")
     assert not stored_files(stack, address)
+    # The panel's periodic job puts it in the account's audit trail.
+    ran = subprocess.run(
+        [str(VENV_BIN / "ddmail"), "admin", "billing", "run", "--root", str(stack.root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    engine = sa.create_engine(stack.info["db_url"])
+    with engine.connect() as conn:
+        held = conn.execute(
+            sa.text(
+                "SELECT object FROM web_audit WHERE account = :a AND "
+                "action = 'openpgp_delivery_held'"
+            ),
+            {"a": TEST_ACCOUNT},
+        )
+        assert any(address in str(row[0]) for row in held)
+    engine.dispose()
     fresh = Recipient(
         address, password, make_key(tmp_path / "fresh", f"F <{address}>"), tmp_path / "fresh"
     )
@@ -318,3 +338,26 @@ def test_wkd_publishes_the_active_key_and_deactivation_removes_it(
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(urls[0], context=stack.tls())
     assert exc.value.code == 404
+
+
+def test_owner_is_warned_by_mail_before_the_key_expires(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    address, password = stack.new_mailbox()
+    soon = Recipient(
+        address, password, make_key(tmp_path / "soon", f"S <{address}>", "10d"), tmp_path / "soon"
+    )
+    activate(stack, address, soon.public)
+    stop_stage(stack)
+    start_stage(stack)  # the stage checks expiries when it starts, then hourly
+
+    def notices() -> list[bytes]:
+        return [m for m in fetch_all(stack, address, password) if b"multipart/encrypted" in m]
+
+    found = wait_until(notices, 30, "the expiry notice")
+    inner = soon.decrypt(found[0])
+    assert b"Subject: Your OpenPGP key expires on" in inner
+    stop_stage(stack)
+    start_stage(stack)
+    time.sleep(2)
+    assert len(notices()) == 1  # once per expiry date

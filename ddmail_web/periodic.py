@@ -1,0 +1,42 @@
+"""The panel's periodic work: billing, and audit entries for mail held back by the OpenPGP
+stage (the stage cannot write the panel's audit trail itself). Run by `ddmail admin billing run`
+or a timer; the local stack runs it every minute."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ddmail_common.client import ServiceClient
+from ddmail_common.config import WebSettings
+from ddmail_common.db import Database
+from ddmail_web import audit, funds
+from ddmail_web.account_data import delete_everything
+from ddmail_web.audit import AuditEntry
+
+HELD = "openpgp_delivery_held"
+
+
+def record_openpgp_failures(db: Database, backend: ServiceClient) -> int:
+    """One audit entry per mailbox and failure episode; returns how many were added."""
+    added = 0
+    for failure in backend.call("GET", "/v1/openpgp/failures")["failures"]:
+        obj = f"{failure['address']} since {failure['since']}"
+        with db.session() as s:
+            known = s.execute(
+                select(AuditEntry.id).where(
+                    AuditEntry.account == failure["account"],
+                    AuditEntry.action == HELD,
+                    AuditEntry.object == obj,
+                )
+            ).first()
+            if known is None:
+                audit.append(s, failure["account"], "system", HELD, obj)
+                added += 1
+    return added
+
+
+def run(db: Database, backend: ServiceClient, settings: WebSettings) -> dict[str, int]:
+    billing = funds.Billing(db, backend, settings)
+    counts = billing.run(lambda account: delete_everything(db, backend, account, "system"))
+    counts["openpgp_held"] = record_openpgp_failures(db, backend)
+    return counts
