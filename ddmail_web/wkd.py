@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, make_response
 from werkzeug.wrappers import Response
@@ -21,7 +22,8 @@ def _key(domain: str, hashed: str) -> Response:
     if not HASH.match(hashed) or len(domain) > 253:
         return make_response(("Not found\n", 404, {"Content-Type": "text/plain"}))
     try:
-        answer = web().backend.call("GET", f"/v1/openpgp/wkd?domain={domain}&hash={hashed}")
+        query = urlencode({"domain": domain, "hash": hashed})
+        answer = web().backend.call("GET", f"/v1/openpgp/wkd?{query}")
     except ApiError as exc:
         status = 404 if exc.status == 404 else 503
         return make_response(
