@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gnupg
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ddmail_common.db import Database
@@ -441,6 +441,25 @@ def _view(
     }
 
 
+def active_keys(*columns: Any) -> Select[Any]:
+    """COLUMNS of every activation with its key, for mailboxes that still exist (a shredded
+    mailbox's activation neither encrypts nor publishes anything)."""
+    return (
+        select(*columns)
+        .select_from(OpenPgpActivation)
+        .join(
+            OpenPgpKey,
+            (OpenPgpKey.account == OpenPgpActivation.account)
+            & (OpenPgpKey.fingerprint == OpenPgpActivation.fingerprint),
+        )
+        .join(
+            MailboxKey,
+            (MailboxKey.address == OpenPgpActivation.address)
+            & (MailboxKey.account == OpenPgpActivation.account),
+        )
+    )
+
+
 class OpenPgpKeys:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -626,23 +645,12 @@ class OpenPgpKeys:
         whose owner has not been warned about that expiry yet."""
         with self.db.session() as s:
             rows = s.execute(
-                select(
+                active_keys(
                     OpenPgpActivation.address,
                     OpenPgpKey.public_key,
                     OpenPgpKey.expires_at,
                     OpenPgpActivation.expiry_warned,
-                )
-                .join(
-                    OpenPgpKey,
-                    (OpenPgpKey.account == OpenPgpActivation.account)
-                    & (OpenPgpKey.fingerprint == OpenPgpActivation.fingerprint),
-                )
-                .join(
-                    MailboxKey,
-                    (MailboxKey.address == OpenPgpActivation.address)
-                    & (MailboxKey.account == OpenPgpActivation.account),
-                )
-                .where(
+                ).where(
                     OpenPgpKey.expires_at.is_not(None),
                     OpenPgpKey.expires_at > now,
                     OpenPgpKey.expires_at <= now + within,
@@ -672,17 +680,6 @@ class OpenPgpKeys:
         stage; it must still check expiry itself and fail closed)."""
         with self.db.session() as s:
             row = s.execute(
-                select(OpenPgpKey.public_key)
-                .join(
-                    OpenPgpActivation,
-                    (OpenPgpActivation.account == OpenPgpKey.account)
-                    & (OpenPgpActivation.fingerprint == OpenPgpKey.fingerprint),
-                )
-                .join(
-                    MailboxKey,
-                    (MailboxKey.address == OpenPgpActivation.address)
-                    & (MailboxKey.account == OpenPgpActivation.account),
-                )
-                .where(OpenPgpActivation.address == address)
+                active_keys(OpenPgpKey.public_key).where(OpenPgpActivation.address == address)
             ).first()
             return None if row is None else str(row[0])

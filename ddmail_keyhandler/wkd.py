@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import select
-
 from ddmail_common.db import Database
-from ddmail_keyhandler.models import MailboxKey
-from ddmail_keyhandler.openpgp_keys import upload_bytes
+from ddmail_keyhandler.openpgp_keys import active_keys, upload_bytes
 from ddmail_keyhandler.openpgp_models import OpenPgpActivation, OpenPgpKey
 
 ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
@@ -30,18 +27,9 @@ def published_key(db: Database, domain: str, hashed: str) -> bytes | None:
     mailboxes are published: deactivation or removal takes the key off the directory."""
     with db.session() as s:
         rows = s.execute(
-            select(OpenPgpActivation.address, OpenPgpKey.public_key)
-            .join(
-                OpenPgpKey,
-                (OpenPgpKey.account == OpenPgpActivation.account)
-                & (OpenPgpKey.fingerprint == OpenPgpActivation.fingerprint),
+            active_keys(OpenPgpActivation.address, OpenPgpKey.public_key).where(
+                OpenPgpActivation.address.like(f"%@{domain}")
             )
-            .join(
-                MailboxKey,
-                (MailboxKey.address == OpenPgpActivation.address)
-                & (MailboxKey.account == OpenPgpActivation.account),
-            )
-            .where(OpenPgpActivation.address.like(f"%@{domain}"))
         ).all()
     for address, armored in rows:
         local, _, at_domain = str(address).rpartition("@")
