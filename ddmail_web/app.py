@@ -26,6 +26,7 @@ from ddmail_web import (
 )
 from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
+from ddmail_web.links import path
 from ddmail_web.sessions import access, load_session, set_cookie
 from ddmail_web.state import WebState
 
@@ -77,6 +78,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
     app.before_request(_refuse_nameless_form_fields)
     CSRFProtect(app)
     app.jinja_env.filters["utc"] = _utc
+    app.jinja_env.globals["path"] = path
     app.after_request(add_security_headers)
 
     @app.get("/")

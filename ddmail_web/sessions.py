@@ -6,11 +6,12 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Literal, TypeVar
 
 from flask import Response, current_app, g, redirect, request, url_for
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 
 from ddmail_web.models import Account, Session, User
 
@@ -49,6 +50,45 @@ def access(rule: Access, disabled_ok: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+@dataclass(frozen=True)
+class SessionUser:
+    """The logged-in user, as a page view needs it (plain values, no ORM object)."""
+
+    id: int
+    account: str
+    username: str
+
+
+@dataclass(frozen=True)
+class SessionAccount:
+    id: str
+    created_at: int
+    enabled: bool
+    gratis: bool
+    payment_reference: str
+
+
+# One Core query per page view of a logged-in user: an ORM load of three objects cost more than
+# everything else the settings menu does (docs/performance-panel.md).
+_LOOKUP = (
+    select(
+        Session.id,
+        Session.created_at,
+        Session.last_seen,
+        User.id,
+        User.username,
+        Account.id,
+        Account.created_at,
+        Account.enabled,
+        Account.gratis,
+        Account.payment_reference,
+    )
+    .join(User, User.id == Session.user_id)
+    .join(Account, Account.id == User.account)
+    .where(Session.token_hash == bindparam("token_hash"))
+)
+
+
 def load_session() -> None:
     """before_request: find the logged-in user, ending sessions that timed out."""
     g.user = None
@@ -58,27 +98,23 @@ def load_session() -> None:
         return
     web = current_app.extensions["ddmail_web"]
     now = int(time.time())
-    with web.db.session() as s:
-        # One joined query per page view: this runs on every request of a logged-in user.
-        found = s.execute(
-            select(Session, User, Account)
-            .join(User, User.id == Session.user_id)
-            .join(Account, Account.id == User.account)
-            .where(Session.token_hash == token_hash(token))
-        ).first()
+    with web.db.engine.connect() as conn:
+        found = conn.execute(_LOOKUP, {"token_hash": token_hash(token)}).first()
         if found is None:
             return
-        row, user, account = found
-        idle = now - row.last_seen > web.settings.session_idle_minutes * 60
-        old = now - row.created_at > web.settings.session_absolute_hours * 3600
+        (sid, created, last_seen, uid, username, aid, a_created, enabled, gratis, ref) = found
+        idle = now - last_seen > web.settings.session_idle_minutes * 60
+        old = now - created > web.settings.session_absolute_hours * 3600
         if idle or old:
-            s.delete(row)
+            conn.execute(delete(Session).where(Session.id == sid))
+            conn.commit()
             return
-        if now - row.last_seen > TOUCH_EVERY:
-            row.last_seen = now
-        g.session_id = row.id
-        g.user = user
-        g.account = account
+        if now - last_seen > TOUCH_EVERY:
+            conn.execute(update(Session).where(Session.id == sid).values(last_seen=now))
+            conn.commit()
+    g.session_id = sid
+    g.user = SessionUser(uid, aid, username)
+    g.account = SessionAccount(aid, a_created, bool(enabled), bool(gratis), ref)
 
 
 def start_session(user_id: int) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, g, render_template
 
 from ddmail_web import audit
-from ddmail_web.forms import KeyFileForm
 from ddmail_web.sessions import access
 from ddmail_web.state import web
 
@@ -15,7 +14,7 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 @bp.get("")
 @access("authenticated")
 def menu() -> str:
-    return render_template("settings/menu.html", form=KeyFileForm())
+    return render_template("settings/menu.html")
 
 
 @bp.get("/audit")
