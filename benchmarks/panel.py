@@ -1,7 +1,7 @@
 """Panel benchmark: `.venv/bin/python -m benchmarks.panel [--quick] [--client wrk|python]`.
 
-Starts a real local stack (`ddmail stack up`: the panel under gunicorn, 2 gthread workers, over
-TLS; backend and keyhandler behind it; production argon2id settings), registers and logs in one
+Starts a real local stack (`ddmail stack up`: nginx with TLS in front of the panel under
+gunicorn; backend and keyhandler behind it; production argon2id settings), registers and logs in one
 user with one mailbox, then measures over loopback:
 
 - authenticated page views per second and their p50/p99 latency with 1, 8 and 32 concurrent
@@ -218,20 +218,25 @@ class Level:
 
 
 def panel_cpu(root: Path) -> float:
-    """CPU seconds (user + system) of the stack's panel processes: gunicorn's master and its
-    workers, found by their command line (`ddmail-web --config ROOT/...`)."""
-    ticks = 0
+    """CPU seconds (user + system) of the stack's panel processes: nginx and gunicorn, masters
+    and workers. The masters carry the stack's root in their command line (`ddmail-web
+    --config ROOT/...`, `nginx -p ROOT/...`); the workers are their children."""
+    procs: dict[int, tuple[int, str, int]] = {}  # pid -> (parent, command line, ticks)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            if "ddmail-web" not in cmdline or str(root) not in cmdline:
-                continue
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        procs[int(proc.name)] = (int(fields[1]), cmdline, int(fields[11]) + int(fields[12]))
+    masters = {
+        pid
+        for pid, (_, cmdline, _) in procs.items()
+        if str(root) in cmdline and ("ddmail-web" in cmdline or "nginx" in cmdline)
+    }
+    ticks = sum(t for pid, (parent, _, t) in procs.items() if pid in masters or parent in masters)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -614,18 +619,19 @@ def markdown(r: Results) -> str:
             "",
             "### What is measured",
             "",
-            f"A real local stack (`ddmail stack up`, {r.db}): the panel under gunicorn with 2",
-            "gthread workers of 4 threads over TLS on 127.0.0.1, the backend and keyhandler",
-            f"behind it, production argon2id settings ({a.memory_kib} KiB, t={a.time_cost},",
-            f"p={a.parallelism}). One user is registered and logged in, with one mailbox.",
+            f"A real local stack (`ddmail stack up`, {r.db}): the panel as in production, nginx",
+            "(TLS on 127.0.0.1, keep-alive) in front of gunicorn (sync workers, 2 per core + 1,",
+            "on a unix socket), the backend and keyhandler behind it, production argon2id",
+            f"settings ({a.memory_kib} KiB, t={a.time_cost}, p={a.parallelism}). One user is",
+            "registered and logged in, with one mailbox.",
             "",
             f"- **Page views.** `GET {MAIN_PAGE}` (the settings menu: the session lookup and",
             "  one template) and `GET /settings/mailboxes` (two backend calls besides), with",
             "  the user's session cookie, by 1, 8 and 32 concurrent clients, each on its own",
             f"  keep-alive TLS connection, {seconds} s per level after a 1 s warm-up. Every",
             "  answer must be a 200. Latency is per request, at the client. Panel CPU/view is",
-            "  the CPU time of the panel's gunicorn processes during the level divided by the",
-            "  views: it depends less than the rates on what else runs on the machine.",
+            "  the CPU time of the panel's nginx and gunicorn processes during the level divided",
+            "  by the views: it depends less than the rates on what else runs on the machine.",
             f"  Baseline: the reference service on this machine type, {BASE_VIEWS:.0f}",
             f"  authenticated views/s, p99 {ms(BASE_P99[8])} at 8 clients and"
             f" {ms(BASE_P99[32])} at 32.",

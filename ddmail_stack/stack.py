@@ -20,6 +20,7 @@ from ddmail_common.errors import ApiError
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
 from ddmail_stack import config_file, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
+from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.sink import start_sink
@@ -153,20 +154,7 @@ class Stack:
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.start_service("pgpstage")
         self.procs["postfix"] = mta.start_postfix(L)
-        self.procs["web"] = spawn(
-            [
-                python_script("ddmail-web"),
-                "--listen",
-                f"127.0.0.1:{L.web_port}",
-                "--certfile",
-                str(L.server_cert),
-                "--keyfile",
-                str(L.server_key),
-                "--config",
-                str(L.etc / "ddmail.toml"),
-            ],
-            L.log_dir / "web.log",
-        )
+        self.procs["web"], self.procs["nginx"] = start_panel(L)
         for port in (
             L.smtp_port,
             L.submission_port,

@@ -1,8 +1,11 @@
-"""`ddmail-web --config FILE`: the panel under gunicorn, over TLS (its cookies are `__Host-`)."""
+"""`ddmail-web --config FILE --bind unix:PATH`: the panel under gunicorn, behind nginx, which
+holds the TLS connections (the panel's cookies are `__Host-`, so it is only ever used over
+HTTPS)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ddmail_common import config as config_mod
@@ -14,21 +17,28 @@ from ddmail_web.app import create_app
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--listen", required=True, help="HOST:PORT on loopback")
-    parser.add_argument("--certfile", type=Path, required=True)
-    parser.add_argument("--keyfile", type=Path, required=True)
+    parser.add_argument("--bind", required=True, help="unix:PATH (or HOST:PORT on loopback)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2 * (os.cpu_count() or 1) + 1,
+        help="worker processes (default: 2 per core + 1)",
+    )
     args = parser.parse_args()
     install_redaction()
     cfg = config_mod.load(args.config)
     GunicornApp(
         create_app(cfg),
         {
-            "bind": [args.listen],
-            "workers": 2,
-            "worker_class": "gthread",
-            "threads": 4,
-            "certfile": str(args.certfile),
-            "keyfile": str(args.keyfile),
+            "bind": [args.bind],
+            # Sync workers: nginx keeps the clients' connections alive and hands each request
+            # to whichever worker is free. Pinning keep-alive connections to threaded workers
+            # left one worker overloaded while another idled (docs/performance-panel.md).
+            "workers": args.workers,
+            "worker_class": "sync",
+            "umask": 0o117,
+            "timeout": 60,
+            "graceful_timeout": 5,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",
