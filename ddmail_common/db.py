@@ -36,9 +36,11 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session_info: dict[str, object] | None = None) -> None:
+        """SESSION_INFO is copied into every session's `info` (what a service's code needs
+        alongside its tables, such as the panel's audit key)."""
         self.engine = make_engine(url)
-        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False, info=session_info)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -12,12 +12,13 @@ from ddmail_stack import config_file
 from ddmail_stack.layout import StackLayout
 from ddmail_web import audit, funds, periodic
 from ddmail_web.models import Account
+from ddmail_web.state import panel_database
 
 
 def _setup(root: Path) -> tuple[Config, Database, ServiceClient]:
     cfg = config_file.load(StackLayout.load(root))
     client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
-    return cfg, Database(cfg.db_url), client
+    return cfg, panel_database(cfg), client
 
 
 def _billing(root: Path) -> funds.Billing:

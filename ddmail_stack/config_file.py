@@ -9,6 +9,8 @@ from ddmail_common.config import load as load_config
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 
 CALLERS = ("web", "admin", "backend", "dovecot")
+# Secret files: each caller's signing secret, and the key of the panel's audit trail.
+SECRETS = (*CALLERS, "audit")
 
 
 def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -> str:
@@ -44,7 +46,7 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         "",
         "[secrets]",
     ]
-    lines += [f"{name} = {q(str(layout.secrets / (name + '.key')))}" for name in CALLERS]
+    lines += [f"{name} = {q(str(layout.secrets / (name + '.key')))}" for name in SECRETS]
     return "\n".join(lines) + "\n"
 
 

@@ -55,7 +55,7 @@ def prepare(layout: StackLayout) -> None:
     # Postfix (as postfix) and Dovecot's mail processes (as vmail) must traverse the root.
     layout.root.chmod(0o711)
     layout.secrets.chmod(0o700)
-    for name in config_file.CALLERS:
+    for name in config_file.SECRETS:
         ensure_secret(layout.secrets / f"{name}.key")
     if not (layout.secrets / "master.keys").exists():
         MasterKeys.generate_file(layout.secrets / "master.keys")
@@ -201,11 +201,11 @@ PERIODIC_EVERY = 60.0
 def run_periodic(layout: StackLayout, done: threading.Event) -> None:
     """The panel's periodic job (billing, OpenPGP audit entries) every minute, as a timer
     would in production."""
-    from ddmail_common.db import Database
     from ddmail_web import periodic
+    from ddmail_web.state import panel_database
 
     cfg = config_file.load(layout)
-    db = Database(cfg.db_url)
+    db = panel_database(cfg)
     client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
     while not done.wait(PERIODIC_EVERY):
         try:

@@ -11,7 +11,6 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
-from ddmail_common.db import Database
 from ddmail_web import (
     account,
     account_data,
@@ -28,7 +27,7 @@ from ddmail_web.credentials import Passwords
 from ddmail_web.headers import add_security_headers
 from ddmail_web.links import path
 from ddmail_web.sessions import access, load_session, set_cookie
-from ddmail_web.state import WebState
+from ddmail_web.state import WebState, panel_database
 
 MAX_REQUEST = 256 * 1024
 
@@ -66,7 +65,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
     if cfg is not None:
         app.config["SECRET_KEY"] = hashlib.sha256(b"ddmail-csrf\x00" + cfg.secret("web")).digest()
         app.extensions["ddmail_web"] = WebState(
-            db=Database(cfg.db_url),
+            db=panel_database(cfg),
             settings=cfg.web,
             backend=ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
             passwords=Passwords(cfg.web.argon2),

@@ -2,10 +2,13 @@
 
 Each entry commits to the one before it: its hash covers its own fields and the previous entry's
 hash (64 zeros for the first). Editing, deleting, reordering or inserting an entry therefore
-breaks every later link unless the whole rest of the chain is recomputed, which ``verify``
-reports. The hash is unkeyed, so the chain is tamper-evident, not tamper-proof: someone who can
-write the table can also rewrite the chain from the edited entry on, or drop its newest
-entries. Comparing against a head hash kept elsewhere (such as in a backup) catches that too.
+breaks every later link, which ``verify`` reports. The hash is an HMAC under the audit key, a
+secret file of the panel that is not in the database (``secrets.audit``): someone who can write
+the table but not read that file cannot recompute the chain after an edit. What a chain
+cannot show is that its newest entries were dropped; comparing its head with one kept elsewhere
+(such as in a backup, or the owner's last export) catches that. The key travels with the panel's
+database handle (``Database(session_info={"audit_key": ...})``, see ``panel_database``), so
+every caller that appends or verifies uses the same key.
 
 Privacy: callers pass only usernames, fixed action names and object names (a mailbox address, a
 domain), never an IP address, a user agent or a secret. As a backstop an object that
@@ -33,6 +36,7 @@ IntegrityError, never as a forked chain.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 
@@ -66,11 +70,30 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+def audit_key(secret: bytes) -> bytes:
+    """The chain's HMAC key, derived from the secret file (domain-separated from other uses)."""
+    return hashlib.sha256(b"ddmail-audit\x00" + secret).digest()
+
+
+def _key(session: Session) -> bytes:
+    key = session.info.get("audit_key")
+    if not isinstance(key, bytes):
+        raise RuntimeError("this database handle carries no audit key (use panel_database)")
+    return key
+
+
 def entry_hash(
-    account: str, seq: int, created_at: int, actor: str, action: str, object: str, prev_hash: str
+    key: bytes,
+    account: str,
+    seq: int,
+    created_at: int,
+    actor: str,
+    action: str,
+    object: str,
+    prev_hash: str,
 ) -> str:
-    """SHA-256 (hex) of an entry's fields. JSON with sorted keys is unambiguous: no choice of
-    field values can make two different entries encode the same way."""
+    """HMAC-SHA256 (hex) of an entry's fields under KEY. JSON with sorted keys is unambiguous:
+    no choice of field values can make two different entries encode the same way."""
     fields = {
         "account": account,
         "seq": seq,
@@ -81,7 +104,7 @@ def entry_hash(
         "prev_hash": prev_hash,
     }
     encoded = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(encoded.encode("ascii")).hexdigest()
+    return hmac.new(key, encoded.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def _check(name: str, value: str, limit: int, *, may_be_empty: bool = False) -> None:
@@ -97,6 +120,7 @@ def _check(name: str, value: str, limit: int, *, may_be_empty: bool = False) -> 
 
 def append(session: Session, account: str, actor: str, action: str, object: str = "") -> AuditEntry:
     """Add the account's next entry inside the caller's transaction and return it."""
+    key = _key(session)  # before anything is written
     _check("account", account, ACCOUNT_MAX)
     _check("actor", actor, ACTOR_MAX)
     _check("action", action, ACTION_MAX)
@@ -119,7 +143,7 @@ def append(session: Session, account: str, actor: str, action: str, object: str 
         action=action,
         object=object,
         prev_hash=prev_hash,
-        hash=entry_hash(account, seq, created_at, actor, action, object, prev_hash),
+        hash=entry_hash(key, account, seq, created_at, actor, action, object, prev_hash),
     )
     session.add(entry)
     session.flush()  # a constraint violation belongs to this call, not to the caller's commit
@@ -162,10 +186,11 @@ def verify(session: Session, account: str) -> int | None:
         .order_by(AuditEntry.seq)
         .execution_options(yield_per=500)
     )
+    key = _key(session)
     expected_seq, expected_prev = 1, GENESIS_HASH
     for row in rows:
         recomputed = entry_hash(
-            account, row.seq, row.created_at, row.actor, row.action, row.object, row.prev_hash
+            key, account, row.seq, row.created_at, row.actor, row.action, row.object, row.prev_hash
         )
         if row.seq != expected_seq or row.prev_hash != expected_prev or row.hash != recomputed:
             return int(row.seq)

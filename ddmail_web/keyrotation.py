@@ -9,9 +9,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from ddmail_common.config import Config
-from ddmail_common.db import Database
 from ddmail_web import envelope
 from ddmail_web.models import User
+from ddmail_web.state import panel_database
 from ddmail_web.totp_views import context
 
 
@@ -22,7 +22,7 @@ def rotate_master(cfg: Config) -> tuple[str, int]:
         raise envelope.KeyFileError("web.master_keys is not set in the config")
     new_id = envelope.MasterKeys.rotate_file(path)
     keys = envelope.MasterKeys.load(path)
-    db = Database(cfg.db_url)
+    db = panel_database(cfg)
     count = 0
     with db.session() as s:
         for user in s.execute(select(User).where(User.totp_sealed.is_not(None))).scalars():

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ddmail_common.client import ServiceClient
-from ddmail_common.config import WebSettings
+from ddmail_common.config import Config, WebSettings
 from ddmail_common.db import Database
+from ddmail_web.audit import audit_key
 from ddmail_web.credentials import Passwords
 from ddmail_web.envelope import MasterKeys
 
@@ -29,3 +30,8 @@ class WebState:
 def web() -> WebState:
     state: WebState = current_app.extensions["ddmail_web"]
     return state
+
+
+def panel_database(cfg: Config) -> Database:
+    """The panel's database handle: its sessions carry the audit trail's key."""
+    return Database(cfg.db_url, session_info={"audit_key": audit_key(cfg.secret("audit"))})

@@ -24,7 +24,7 @@ CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1}
 
 def write_config(root: Path, db_url: str) -> Config:
     secrets = {}
-    for name in ("web", "admin", "backend", "dovecot"):
+    for name in ("web", "admin", "backend", "dovecot", "audit"):
         path = root / f"{name}.key"
         path.write_text(name * 16 + "-0123456789abcdef\n")
         path.chmod(0o600)

@@ -15,17 +15,27 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from ddmail_common.db import Base, Database
-from ddmail_web.audit import GENESIS_HASH, AuditEntry, append, entries, entry_hash, verify
+from ddmail_web.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    append,
+    audit_key,
+    entries,
+    entry_hash,
+    verify,
+)
 from tests.stackrun import postgres_url
 
 pytestmark = pytest.mark.postgres
 _PG_ADMIN = "host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres"
+KEY = audit_key(b"a test secret of at least thirty-two bytes")
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     pg_url = postgres_url()
-    database = Database(pg_url or f"sqlite:///{tmp_path}/t.sqlite3")
+    url = pg_url or f"sqlite:///{tmp_path}/t.sqlite3"
+    database = Database(url, session_info={"audit_key": KEY})
     Base.metadata.create_all(database.engine)
     yield database
     database.engine.dispose()
@@ -57,7 +67,7 @@ def test_appended_entries_form_a_chain(db: Database) -> None:
         assert after.prev_hash == before.hash
     for e in chain:
         expected = entry_hash(
-            e.account, e.seq, e.created_at, e.actor, e.action, e.object, e.prev_hash
+            KEY, e.account, e.seq, e.created_at, e.actor, e.action, e.object, e.prev_hash
         )
         assert e.hash == expected
 
@@ -149,7 +159,7 @@ def test_an_inserted_entry_breaks_the_chain_even_with_a_correct_hash(db: Databas
     with db.session() as s:
         third = entries(s, "alice")[-3]
         assert third.seq == 3
-        forged = entry_hash("alice", 4, 1, "alice", "logout", "", third.hash)
+        forged = entry_hash(KEY, "alice", 4, 1, "alice", "logout", "", third.hash)
         s.add(
             AuditEntry(
                 account="alice", seq=4, created_at=1, actor="alice", action="logout",
@@ -263,6 +273,40 @@ def test_entry_hash_tells_different_entries_apart(
 ) -> None:
     def h(fields: tuple[str, int, str, str, str]) -> str:
         account, seq, actor, action, obj = fields
-        return entry_hash(account, seq, 0, actor, action, obj, GENESIS_HASH)
+        return entry_hash(KEY, account, seq, 0, actor, action, obj, GENESIS_HASH)
 
     assert (h(a) == h(b)) == (a == b)
+
+
+def test_a_chain_rewritten_without_the_audit_key_is_reported(db: Database) -> None:
+    """Someone who can write the table but not read the key file recomputes every hash after an
+    edit with plain SHA-256 (or any other key): verify still reports the edited entry."""
+    _fill(db, count=3)
+    with db.session() as s:
+        chain = list(reversed(entries(s, "alice")))
+    prev = GENESIS_HASH
+    for e in chain:
+        obj = "evil@example.org" if e.seq == 2 else e.object
+        forged = entry_hash(
+            b"not the key", "alice", e.seq, e.created_at, e.actor, e.action, obj, prev
+        )
+        _sql(
+            db,
+            "UPDATE web_audit SET object = :o, prev_hash = :p, hash = :h WHERE id = :i",
+            o=obj,
+            p=prev,
+            h=forged,
+            i=e.id,
+        )
+        prev = forged
+    with db.session() as s:
+        assert verify(s, "alice") == 1
+
+
+def test_a_database_handle_without_the_audit_key_cannot_append(tmp_path: Path) -> None:
+    keyless = Database(f"sqlite:///{tmp_path}/k.sqlite3")
+    Base.metadata.create_all(keyless.engine)
+    with pytest.raises(RuntimeError), keyless.session() as s:
+        append(s, "alice", "alice", "login")
+    with keyless.session() as s:
+        assert s.execute(text("SELECT count(*) FROM web_audit")).scalar() == 0

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from ddmail_common.db import Database
 from ddmail_web import funds
 from ddmail_web.account_data import delete_everything
 from ddmail_web.app import create_app
 from ddmail_web.models import Account
+from ddmail_web.state import panel_database
 from tests.services import Services, running_services
 from tests.stackrun import postgres_url
 from tests.unit.test_web_panel import db_rows
@@ -32,7 +32,7 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, Flask, Browser]]:
 
 
 def billing(svc: Services) -> funds.Billing:
-    return funds.Billing(Database(svc.cfg.db_url), svc.admin, svc.cfg.web)
+    return funds.Billing(panel_database(svc.cfg), svc.admin, svc.cfg.web)
 
 
 def test_amounts_are_parsed_strictly() -> None:
@@ -47,7 +47,7 @@ def test_voucher_is_redeemed_once(env: tuple[Services, Flask, Browser]) -> None:
     svc, _, browser = env
     reg = browser.register()
     browser.login(reg)
-    with Database(svc.cfg.db_url).session() as s:
+    with panel_database(svc.cfg).session() as s:
         code = funds.create_vouchers(s, 1, 500)[0]
     assert code.encode() not in repr(db_rows(svc, "SELECT * FROM web_vouchers")).encode()
     page = browser.post(
