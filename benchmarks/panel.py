@@ -620,7 +620,7 @@ def markdown(r: Results) -> str:
             "### What is measured",
             "",
             f"A real local stack (`ddmail stack up`, {r.db}): the panel as in production, nginx",
-            "(TLS on 127.0.0.1, keep-alive) in front of gunicorn (sync workers, 2 per core + 1,",
+            "(TLS on 127.0.0.1, keep-alive) in front of gunicorn (sync workers, one per core + 1,",
             "on a unix socket), the backend and keyhandler behind it, production argon2id",
             f"settings ({a.memory_kib} KiB, t={a.time_cost}, p={a.parallelism}). One user is",
             "registered and logged in, with one mailbox.",
