@@ -15,7 +15,7 @@ from ddmail_stack.processes import port_open, python_script, spawn, wait_for
 MAIN_CONF = """\
 daemon off;
 user root root;
-worker_processes 1;
+worker_processes auto;  # as Debian's nginx.conf: one per core
 pid {run}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 1024; }}
