@@ -3,37 +3,34 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
-from ddmail_stack import config_file
-from ddmail_stack.layout import StackLayout
+from ddmail_stack import admin_target
 from ddmail_web import audit, funds, periodic
 from ddmail_web.models import Account
 from ddmail_web.state import panel_database
 
 
-def _setup(root: Path) -> tuple[Config, Database, ServiceClient]:
-    cfg = config_file.load(StackLayout.load(root))
-    client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
-    return cfg, panel_database(cfg), client
+def _setup(args: argparse.Namespace) -> tuple[Config, Database, ServiceClient]:
+    cfg = admin_target.config(args)
+    return cfg, panel_database(cfg), admin_target.admin_client(cfg)
 
 
-def _billing(root: Path) -> funds.Billing:
-    cfg, db, client = _setup(root)
+def _billing(args: argparse.Namespace) -> funds.Billing:
+    cfg, db, client = _setup(args)
     return funds.Billing(db, client, cfg.web)
 
 
 def credit(args: argparse.Namespace) -> int:
-    account = _billing(args.root).credit(args.reference, funds.parse_amount(args.amount))
+    account = _billing(args).credit(args.reference, funds.parse_amount(args.amount))
     print(f"credited {args.amount} to account {account}")
     return 0
 
 
 def vouchers(args: argparse.Namespace) -> int:
-    _, db, _ = _setup(args.root)
+    _, db, _ = _setup(args)
     with db.session() as s:
         codes = funds.create_vouchers(s, args.count, funds.parse_amount(args.amount))
     print("\n".join(codes))
@@ -41,7 +38,7 @@ def vouchers(args: argparse.Namespace) -> int:
 
 
 def account(args: argparse.Namespace) -> int:
-    billing = _billing(args.root)
+    billing = _billing(args)
     if args.action == "gratis":
         with billing.db.session() as s:
             row = s.get(Account, args.account)
@@ -56,7 +53,7 @@ def account(args: argparse.Namespace) -> int:
 
 
 def verify_audit(args: argparse.Namespace) -> int:
-    _, db, _ = _setup(args.root)
+    _, db, _ = _setup(args)
     with db.session() as s:
         broken = audit.verify(s, args.account)
     if broken is None:
@@ -67,7 +64,7 @@ def verify_audit(args: argparse.Namespace) -> int:
 
 
 def billing_run(args: argparse.Namespace) -> int:
-    cfg, db, client = _setup(args.root)
+    cfg, db, client = _setup(args)
     counts = periodic.run(db, client, cfg.web)
     print(
         f"charged {counts['charged']} accounts, deleted {counts['deleted']}, "
@@ -76,7 +73,7 @@ def billing_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(admin: argparse._SubParsersAction, root: object) -> None:  # type: ignore[type-arg]
+def add_commands(admin: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f = admin.add_parser("funds", help="credit a payment by its reference")
     f.add_argument("action", choices=["credit"])
     f.add_argument("reference")
@@ -99,4 +96,4 @@ def add_commands(admin: argparse._SubParsersAction, root: object) -> None:  # ty
     b.add_argument("action", choices=["run"])
     b.set_defaults(func=billing_run)
     for parser in (f, v, a, au, b):
-        parser.add_argument("--root", type=root, required=True)
+        admin_target.add_arguments(parser)

@@ -7,20 +7,15 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from ddmail_common.errors import ApiError
-from ddmail_stack import admin_panel, config_file
+from ddmail_stack import admin_panel, admin_target
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
 from ddmail_web.funds import FundsError
 
 LOCAL_ACCOUNT = "local"
-
-
-def _root(text: str) -> Path:
-    return Path(text).absolute()
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
@@ -81,7 +76,7 @@ def cmd_add_mailbox(args: argparse.Namespace) -> int:
 
 
 def cmd_domain(args: argparse.Namespace) -> int:
-    client = admin_client(StackLayout.load(args.root))
+    client = admin_target.admin_client(admin_target.config(args))
     if args.action == "list":
         for d in client.call("GET", "/v1/domains/global")["domains"]:
             print(f"{d['name']}\t{'enabled' if d['enabled'] else 'disabled'}")
@@ -104,7 +99,7 @@ def cmd_domain(args: argparse.Namespace) -> int:
 def cmd_rotate_master(args: argparse.Namespace) -> int:
     from ddmail_web.keyrotation import rotate_master
 
-    new_id, count = rotate_master(config_file.load(StackLayout.load(args.root)))
+    new_id, count = rotate_master(admin_target.config(args))
     print(
         f"new master key {new_id}; {count} secrets re-wrapped. Remove the old key's line from "
         "the key file once every panel process has restarted."
@@ -120,15 +115,15 @@ def parser() -> argparse.ArgumentParser:
         dest="cmd", required=True
     )
     up = stack.add_parser("up", help="start everything and run until interrupted")
-    up.add_argument("--root", type=_root, required=True)
+    up.add_argument("--root", type=admin_target.absolute, required=True)
     up.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
     up.add_argument("--db", default=None, help="database URL (default: SQLite under --root)")
     up.set_defaults(func=cmd_stack_up)
     down = stack.add_parser("down", help="stop a running stack")
-    down.add_argument("--root", type=_root, required=True)
+    down.add_argument("--root", type=admin_target.absolute, required=True)
     down.set_defaults(func=cmd_stack_down)
     add = stack.add_parser("add-mailbox", help="create a mailbox and print its password")
-    add.add_argument("--root", type=_root, required=True)
+    add.add_argument("--root", type=admin_target.absolute, required=True)
     add.add_argument("address")
     add.set_defaults(func=cmd_add_mailbox)
 
@@ -138,13 +133,13 @@ def parser() -> argparse.ArgumentParser:
     domain = admin.add_parser("domain", help="global domains")
     domain.add_argument("action", choices=["add", "list", "disable", "enable"])
     domain.add_argument("name", nargs="?")
-    domain.add_argument("--root", type=_root, required=True)
+    admin_target.add_arguments(domain)
     domain.set_defaults(func=cmd_domain)
     keys = admin.add_parser("keys", help="the panel's master key")
     keys.add_argument("action", choices=["rotate-master"])
-    keys.add_argument("--root", type=_root, required=True)
+    admin_target.add_arguments(keys)
     keys.set_defaults(func=cmd_rotate_master)
-    admin_panel.add_commands(admin, _root)
+    admin_panel.add_commands(admin)
     return p
 
 

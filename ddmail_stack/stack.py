@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from ddmail_common.client import ServiceClient
 from ddmail_common.errors import ApiError
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
-from ddmail_stack import config_file, mta
+from ddmail_stack import admin_target, config_file, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
@@ -110,8 +110,7 @@ def mail_db(layout: StackLayout) -> mta.MailDb:
 
 
 def admin_client(layout: StackLayout) -> ServiceClient:
-    cfg = config_file.load(layout)
-    return ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
+    return admin_target.admin_client(config_file.load(layout))
 
 
 @dataclass
@@ -206,7 +205,7 @@ def run_periodic(layout: StackLayout, done: threading.Event) -> None:
 
     cfg = config_file.load(layout)
     db = panel_database(cfg)
-    client = ServiceClient("admin", cfg.secret("admin"), cfg.backend_socket, "backend")
+    client = admin_target.admin_client(cfg)
     while not done.wait(PERIODIC_EVERY):
         try:
             periodic.run(db, client, cfg.web)

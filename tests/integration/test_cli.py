@@ -84,3 +84,17 @@ def test_vouchers_and_audit_verification_from_the_command_line(stack: RunningSta
     assert bad.returncode == 1 and "Give an amount" in bad.stderr
     ok = ddmail(stack, "admin", "audit", "verify", "test-account", "--root", str(stack.root))
     assert ok.returncode == 0 and "intact" in ok.stdout
+
+
+def test_billing_run_acts_on_an_installed_config_as_the_timer_calls_it(
+    stack: RunningStack,
+) -> None:
+    """The production timer runs `ddmail admin billing run --config FILE` (no stack root)."""
+    config = stack.root / "etc" / "ddmail.toml"
+    ran = ddmail(stack, "admin", "billing", "run", "--config", str(config))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("charged ")
+    both = ddmail(stack, "admin", "billing", "run", "--config", str(config), "--root", "/x")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    neither = ddmail(stack, "admin", "billing", "run")
+    assert neither.returncode == 2 and "one of the arguments --root --config" in neither.stderr
