@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
@@ -147,9 +149,12 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
             parallelism=1,
         ),
     )
+    db_url = _get(data, "database.url", str)
+    if has_inline_password(db_url):
+        raise ConfigError(f"database.url: {URL_CREDENTIAL_REFUSED}")
     return Config(
         web=web,
-        db_url=_get(data, "database.url", str),
+        db_url=db_url,
         backend_socket=Path(_get(data, "backend.socket", str)),
         keyhandler_socket=Path(_get(data, "keyhandler.socket", str)),
         unlock_listen=_listen(

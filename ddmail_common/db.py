@@ -6,13 +6,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
 class Base(DeclarativeBase):
     """All services' models; each service's tables carry its own name as prefix and each
     service imports only its own models, so none reads another's tables."""
+
+
+URL_CREDENTIAL_REFUSED = (
+    "carries a password; secrets never go into a URL (it ends up in argv, configs and error "
+    "messages): put the password in a libpq passfile (0600) and add ?passfile=PATH to the URL"
+)
+
+
+def has_inline_password(url: str) -> bool:
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:  # not a URL at all: the engine will say so
+        return False
 
 
 def make_engine(url: str) -> Engine:

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 
+from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
 from ddmail_stack import admin_panel, admin_target
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
@@ -19,6 +20,9 @@ LOCAL_ACCOUNT = "local"
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
+    if args.db and has_inline_password(args.db):
+        print(f"error: --db {URL_CREDENTIAL_REFUSED}", file=sys.stderr)
+        return 2
     layout = StackLayout(root=args.root, port_base=args.port_base, db_url=args.db or "")
     stack = Stack(layout)
     try:

@@ -40,7 +40,17 @@ def postgres_url() -> str | None:
         "host=127.0.0.1 user=ddmail_test password=ddmail_test dbname=postgres", autocommit=True
     ) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    return f"postgresql+psycopg://ddmail_test:ddmail_test@127.0.0.1:5432/{name}"
+    return f"postgresql+psycopg://ddmail_test@127.0.0.1:5432/{name}?passfile={_passfile()}"
+
+
+def _passfile() -> Path:
+    """The test role's password in a libpq passfile: URLs (and so argv) never carry it."""
+    path = Path(tempfile.gettempdir()) / f"ddmail-test-{os.getuid()}.pgpass"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("127.0.0.1:5432:*:ddmail_test:ddmail_test\n")
+    return path
 
 
 @dataclass

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from ddmail_common.db import Base, Database
 from ddmail_web.audit import (
@@ -41,7 +41,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.engine.dispose()
     if pg_url:  # each test gets a database of its own; dropped so that runs leave none behind
         with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {pg_url.rsplit('/', 1)[1]}")
+            conn.execute(f"DROP DATABASE {make_url(pg_url).database}")
 
 
 def _fill(db: Database, account: str = "alice", count: int = 5) -> None:

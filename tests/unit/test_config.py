@@ -78,3 +78,29 @@ def test_invalid_toml_file_is_reported(tmp_path: Path) -> None:
         load(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load(tmp_path / "absent.toml")
+
+
+def test_database_url_with_a_password_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    data = minimal(tmp_path)
+    data["database"]["url"] = "postgresql+psycopg://ddmail:hunter2-secret@db.internal/ddmail"
+    with pytest.raises(ConfigError, match="passfile") as caught:
+        parse(data)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_database_url_with_a_passfile_is_accepted(tmp_path: Path) -> None:
+    data = minimal(tmp_path)
+    data["database"]["url"] = "postgresql+psycopg://ddmail@db.internal/ddmail?passfile=/etc/p"
+    assert parse(data).db_url.endswith("?passfile=/etc/p")
+
+
+def test_stack_up_refuses_a_database_password_on_its_command_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from ddmail_stack.cli import main
+
+    url = "postgresql+psycopg://ddmail:hunter2-secret@127.0.0.1/ddmail"
+    assert main(["stack", "up", "--root", str(tmp_path / "r"), "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "passfile" in err and "hunter2" not in err
+    assert not (tmp_path / "r").exists()  # nothing was started or created
