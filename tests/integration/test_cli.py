@@ -64,9 +64,15 @@ def test_disabled_account_gets_temporary_errors_and_cannot_log_in(stack: Running
         with stack.smtp() as s, pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
             s.sendmail("someone@example.org", [address], b"Subject: x\r\n\r\nx\r\n")
         assert exc.value.recipients[address][0] == 450
-        # Dovecot drops the connection (userdb finds no such user) rather than answering NO.
-        with pytest.raises((imaplib.IMAP4.error, imaplib.IMAP4.abort)), stack.imap() as imap:
-            imap.login(address, password)
+        # A clean NO (not a dropped connection), and the connection stays usable.
+        with stack.imap() as imap:
+            with pytest.raises(imaplib.IMAP4.error) as refused:
+                imap.login(address, password)
+            assert "AUTHENTICATIONFAILED" in str(refused.value)
+            assert imap.noop()[0] == "OK"
+        with stack.smtps() as smtp, pytest.raises(smtplib.SMTPAuthenticationError) as denied:
+            smtp.login(address, password)
+        assert denied.value.smtp_code == 535
     finally:
         on = ddmail(stack, "admin", "account", "enable", "test-account", "--root", str(stack.root))
         assert on.returncode == 0, on.stderr
