@@ -116,7 +116,6 @@ def register() -> Response | str | tuple[str, int]:
             account=account,
             username=username,
             password=password,
-            form=EmptyForm(),
         )
     )
     response.headers["Cache-Control"] = "no-store"
@@ -266,9 +265,7 @@ def sessions() -> str:
             .scalars()
             .all()
         )
-    return render_template(
-        "account/sessions.html", rows=rows, current=g.session_id, form=RevokeForm()
-    )
+    return render_template("account/sessions.html", rows=rows, current=g.session_id)
 
 
 @bp.post("/settings/sessions/revoke")

@@ -75,9 +75,6 @@ def mailboxes() -> Response | str | tuple[str, int]:
         "mail/mailboxes.html",
         form=form,
         mailboxes=_mailboxes(),
-        password_form=MailboxPasswordForm(),
-        reset_form=MailboxResetForm(),
-        remove_form=MailboxRemoveForm(),
     ), status
 
 
@@ -179,7 +176,6 @@ def aliases() -> Response | str | tuple[str, int]:
         "mail/aliases.html",
         form=form,
         aliases=answer.get("aliases", []),
-        remove_form=RemoveAliasForm(),
     ), status
 
 
@@ -217,7 +213,6 @@ def domains() -> Response | str | tuple[str, int]:
         records=records,
         form=form,
         domains=answer.get("domains", []),
-        action_form=DomainForm(formdata=None),
         mail_host=f"mail.{web().settings.global_domain}",
     ), status
 

@@ -75,7 +75,6 @@ def _page(
     return render_template(
         "openpgp/keys.html",
         upload_form=upload_form or OpenPgpUploadForm(formdata=None),
-        action_form=OpenPgpRemoveForm(formdata=None),
         keys=keys,
         mailboxes=_mailboxes() if mailboxes is None else mailboxes,
         key_of=key_of,

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 from ddmail_web import audit
 from ddmail_web.account import offer_keyfile, set_keyfile_cookie
 from ddmail_web.credentials import KeyFile, new_password, new_username
-from ddmail_web.forms import EmptyForm, KeyFileForm, RemoveUserForm
+from ddmail_web.forms import KeyFileForm, RemoveUserForm
 from ddmail_web.models import User
 from ddmail_web.reauth import presented_keyfile, recovery_secret
 from ddmail_web.sessions import access, end_sessions
@@ -62,7 +62,6 @@ def users() -> Response | str | tuple[str, int]:
                 account=g.account.id,
                 username=username,
                 password=password,
-                form=EmptyForm(),
             )
         )
         response.headers["Cache-Control"] = "no-store"
@@ -74,7 +73,7 @@ def users() -> Response | str | tuple[str, int]:
             .scalars()
             .all()
         )
-    return render_template("account/users.html", rows=rows, form=form, remove_form=RemoveUserForm())
+    return render_template("account/users.html", rows=rows, form=form)
 
 
 @bp.post("/users/remove")
