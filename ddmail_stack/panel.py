@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
+
+import ddmail_web
 
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.mta import template_env
@@ -40,6 +43,7 @@ def nginx_vars(layout: StackLayout) -> dict[str, object]:
         "nginx_panel_certificate_key": str(layout.server_key),
         "nginx_panel_upstream_socket": str(layout.socket("web")),
         "nginx_panel_error_log": "stderr",
+        "nginx_panel_error_pages": str(Path(ddmail_web.__file__).parent / "static" / "errors"),
     }
 
 

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import http.client
+import shutil
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.stackrun import RunningStack
+from ddmail_stack.layout import StackLayout
+from ddmail_stack.panel import render_nginx
+from ddmail_stack.processes import port_open, spawn, stop, wait_for
+from ddmail_stack.tls import make_local_tls
+from tests.stackrun import RunningStack, free_port_base
+
+SECURITY_HEADERS = (
+    "Content-Security-Policy",
+    "Referrer-Policy",
+    "X-Content-Type-Options",
+    "Permissions-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Cross-Origin-Resource-Policy",
+    "X-Frame-Options",
+    "Strict-Transport-Security",
+)
 
 
 def _connect(stack: RunningStack) -> http.client.HTTPSConnection:
@@ -48,16 +65,67 @@ def test_oversized_form_gets_the_panels_own_413_page(stack: RunningStack) -> Non
         conn.close()
 
 
-def test_far_oversized_body_is_stopped_at_the_front(stack: RunningStack) -> None:
+def test_far_oversized_body_is_stopped_at_the_front_with_the_panels_look(
+    stack: RunningStack,
+) -> None:
     conn = _connect(stack)
     try:
+        conn.request("GET", "/")
+        app_resp = conn.getresponse()
+        app_resp.read()
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         conn.request("POST", "/login", body=b"x=" + b"a" * (2 * 1024 * 1024), headers=headers)
         resp = conn.getresponse()
-        resp.read()
-        assert resp.status == 413
+        page = resp.read().decode()
     finally:
         conn.close()
+    assert resp.status == 413
+    assert "Nothing was changed" in page and "nginx" not in page
+    _assert_same_security_headers(resp, app_resp)
+
+
+def _assert_same_security_headers(
+    nginx_resp: http.client.HTTPResponse, app_resp: http.client.HTTPResponse
+) -> None:
+    """nginx's own pages carry the panel's security headers (guards the two copies)."""
+    for name in SECURITY_HEADERS:
+        assert nginx_resp.getheader(name) == app_resp.getheader(name), name
+    assert nginx_resp.getheader("Cache-Control") == "no-store"
+
+
+def test_panel_down_gets_a_clear_page_with_the_panels_headers(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """A second nginx from the same role template, whose panel socket has nobody behind it."""
+    layout = StackLayout(root=tmp_path / "front", port_base=free_port_base())
+    for d in (layout.run, layout.tls, layout.etc):
+        d.mkdir(parents=True)
+    make_local_tls(layout.ca_cert, layout.server_cert, layout.server_key, ["localhost"])
+    render_nginx(layout)
+    nginx = spawn(
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(layout.run / "nginx"), "-c",
+         str(layout.etc / "nginx" / "nginx.conf")],
+        layout.root / "nginx.log",
+    )  # fmt: skip
+    try:
+        wait_for("nginx", lambda: port_open(layout.web_port))
+        ctx = ssl.create_default_context(cafile=str(layout.ca_cert))
+        conn = http.client.HTTPSConnection("localhost", layout.web_port, context=ctx)
+        conn.request("GET", "/settings")
+        resp = conn.getresponse()
+        page = resp.read().decode()
+        conn.close()
+        app = _connect(stack)
+        app.request("GET", "/")
+        app_resp = app.getresponse()
+        app_resp.read()
+        app.close()
+    finally:
+        stop(nginx)
+    assert resp.status == 502
+    assert "The panel is unavailable" in page and "Nothing was changed" in page
+    assert "nginx" not in page
+    _assert_same_security_headers(resp, app_resp)
 
 
 def test_request_bodies_never_touch_the_disk(stack: RunningStack) -> None:
