@@ -68,7 +68,8 @@ def billing_run(args: argparse.Namespace) -> int:
     counts = periodic.run(db, client, cfg.web)
     print(
         f"charged {counts['charged']} accounts, deleted {counts['deleted']}, "
-        f"{counts['openpgp_held']} new held-back deliveries recorded"
+        f"{counts['openpgp_held']} new held-back deliveries recorded, "
+        f"{counts['expired']} expired sessions, counters and key files removed"
     )
     return 0
 

@@ -35,7 +35,7 @@ from ddmail_web.credentials import (
 )
 from ddmail_web.forms import EmptyForm, LoginForm, RevokeForm
 from ddmail_web.models import Account, PendingKeyfile, Session, User
-from ddmail_web.sessions import access, start_session, token_hash
+from ddmail_web.sessions import access, live, start_session, token_hash
 from ddmail_web.state import web
 from ddmail_web.throttle import count, hit
 
@@ -260,7 +260,9 @@ def sessions() -> str:
     with web().db.session() as s:
         rows = (
             s.execute(
-                select(Session).where(Session.user_id == g.user.id).order_by(Session.id.desc())
+                select(Session)
+                .where(Session.user_id == g.user.id, live(web().settings, int(time.time())))
+                .order_by(Session.id.desc())
             )
             .scalars()
             .all()

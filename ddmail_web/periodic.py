@@ -4,14 +4,17 @@ or a timer; the local stack runs it every minute."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import time
+
+from sqlalchemy import delete, select
 
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import WebSettings
 from ddmail_common.db import Database
-from ddmail_web import audit, funds
+from ddmail_web import audit, funds, sessions, throttle
 from ddmail_web.account_data import delete_everything
 from ddmail_web.audit import AuditEntry
+from ddmail_web.models import PendingKeyfile
 
 HELD = "openpgp_delivery_held"
 
@@ -35,8 +38,18 @@ def record_openpgp_failures(db: Database, backend: ServiceClient) -> int:
     return added
 
 
+def purge_expired(db: Database, settings: WebSettings) -> int:
+    """Sessions, rate counters and undownloaded key files that can no longer do anything."""
+    now = int(time.time())
+    with db.session() as s:
+        removed = sessions.purge_expired(s, settings, now) + throttle.purge_stale(s, now)
+        result = s.execute(delete(PendingKeyfile).where(PendingKeyfile.expires_at < now))
+        return removed + int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def run(db: Database, backend: ServiceClient, settings: WebSettings) -> dict[str, int]:
     billing = funds.Billing(db, backend, settings)
     counts = billing.run(lambda account: delete_everything(db, backend, account, "system"))
     counts["openpgp_held"] = record_openpgp_failures(db, backend)
+    counts["expired"] = purge_expired(db, settings)
     return counts

@@ -11,8 +11,10 @@ from functools import wraps
 from typing import Any, Literal, TypeVar
 
 from flask import Response, current_app, g, redirect, request, url_for
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
+from sqlalchemy.orm import Session as DbSession
 
+from ddmail_common.config import WebSettings
 from ddmail_web.models import Account, Session, User
 
 COOKIE = "__Host-ddmail_session"
@@ -115,6 +117,21 @@ def load_session() -> None:
     g.session_id = sid
     g.user = SessionUser(uid, aid, username)
     g.account = SessionAccount(aid, a_created, bool(enabled), bool(gratis), ref)
+
+
+def live(settings: WebSettings, now: int) -> ColumnElement[bool]:
+    """Sessions that have neither idled out nor reached their absolute age."""
+    return and_(
+        Session.last_seen >= now - settings.session_idle_minutes * 60,
+        Session.created_at >= now - settings.session_absolute_hours * 3600,
+    )
+
+
+def purge_expired(s: DbSession, settings: WebSettings, now: int) -> int:
+    """Remove sessions that can no longer log anybody in (periodic job): a session abandoned
+    without logging out would otherwise stay, with its times, until its user came back."""
+    result = s.execute(delete(Session).where(~live(settings, now)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def start_session(user_id: int) -> str:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_web.models import Counter
+
+# The longest window any counter uses (registrations per hour); a counter whose window started
+# before that counts nothing any more.
+MAX_WINDOW = 3600
 
 
 def count(s: DbSession, key: str, window: int) -> int:
@@ -19,6 +24,8 @@ def count(s: DbSession, key: str, window: int) -> int:
 
 def hit(s: DbSession, key: str, window: int) -> int:
     """Add one to KEY's window; return the new count."""
+    if window > MAX_WINDOW:
+        raise ValueError("window longer than MAX_WINDOW: purge_stale would cut it short")
     now = int(time.time())
     row = s.get(Counter, key)
     if row is None:
@@ -29,3 +36,9 @@ def hit(s: DbSession, key: str, window: int) -> int:
     else:
         row.count += 1
     return row.count
+
+
+def purge_stale(s: DbSession, now: int) -> int:
+    """Remove counters whose window has passed (they count nothing; periodic job)."""
+    result = s.execute(delete(Counter).where(Counter.window_start < now - MAX_WINDOW))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

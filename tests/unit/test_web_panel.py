@@ -522,3 +522,40 @@ def test_domain_page_shows_every_expected_record_next_to_dns(
         "TLS-RPT": "error",
     }
     assert "v=DMARC1; p=reject" in page  # what DNS has now, shown as it is
+
+
+def test_expired_sessions_are_not_listed_and_the_periodic_job_removes_them(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    from ddmail_web import periodic
+    from ddmail_web.state import panel_database
+
+    svc = env[0]
+    reg = browser.register()
+    abandoned = Browser(browser.app)
+    abandoned.login(reg)  # never logs out
+    browser.login(reg)
+    engine = create_engine(svc.cfg.db_url)
+    with engine.begin() as conn:  # the abandoned browser's session idled out long ago
+        conn.execute(
+            text(
+                "UPDATE web_sessions SET last_seen = last_seen - 31 * 60"
+                " WHERE id = (SELECT min(id) FROM web_sessions)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO web_counters (key, window_start, count)"
+                " VALUES ('old', 1, 3), ('new', :n, 1)"
+            ),
+            {"n": int(time.time())},
+        )
+    engine.dispose()
+    page = browser.get("/settings/sessions").get_data(as_text=True)
+    assert len(re.findall(r'name="session" value="(\d+)"', page)) == 1
+    removed = periodic.purge_expired(panel_database(svc.cfg), svc.cfg.web)
+    assert removed == 2  # the idle session and the stale counter
+    assert db_rows(svc, "SELECT count(*) FROM web_sessions") == [(1,)]
+    assert db_rows(svc, "SELECT key FROM web_counters WHERE key IN ('old', 'new')") == [("new",)]
+    assert browser.get("/settings").status_code == 200
+    assert abandoned.get("/settings").status_code == 302
