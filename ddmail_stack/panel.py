@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import ddmail_web
-
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.mta import template_env
 from ddmail_stack.processes import port_open, python_script, spawn, wait_for
