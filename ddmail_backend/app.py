@@ -102,9 +102,8 @@ def create_app(
     @app.get("/v1/domains/records")
     @authenticated(PANEL)
     def domain_records() -> Response:
-        name = request.args.get("name", "")
-        records = domains.records(_account(), name, cfg.mail_hostname, cfg.web.global_domain)
-        return json_response(200, {"records": records})
+        records = domains.records(_account(), cfg.mail_hostname, cfg.web.global_domain)
+        return json_response(200, {"domains": records})
 
     @app.post("/v1/domains")
     @authenticated(PANEL)

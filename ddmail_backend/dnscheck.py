@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,6 +57,7 @@ class FakeResolver:
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
         self.down = False
+        self.slow: dict[tuple[str, str], float] = {}  # seconds a lookup takes (a slow server)
 
     def txt(self, name: str) -> list[str]:
         return self.lookup(name, "TXT")
@@ -63,6 +65,7 @@ class FakeResolver:
     def lookup(self, name: str, rtype: str) -> list[str]:
         if self.down:
             raise DnsUnavailable("fake resolver down")
+        time.sleep(self.slow.get((name.rstrip(".").lower(), rtype), 0.0))
         return list(self.records.get((name.rstrip(".").lower(), rtype), []))
 
 

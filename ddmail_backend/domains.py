@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import secrets
 import time
-from collections.abc import Sequence
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -20,6 +21,17 @@ from ddmail_backend.models import ACCOUNT, GLOBAL, Alias, Domain, Mailbox
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError, conflict, not_found, rule_violated, unavailable
 from ddmail_common.validators import InvalidInput, normalize_domain
+
+# What a domains page may wait for DNS (all lookups run at once); below the resolver's lifetime.
+DNS_BUDGET = 4.0
+MAX_LOOKUPS_AT_ONCE = 32
+
+
+def _answer(lookup: Future[builtins.list[str]]) -> builtins.list[str] | None:
+    """A lookup's records, or None if it failed or did not finish within the budget."""
+    if not lookup.done() or lookup.cancelled() or lookup.exception() is not None:
+        return None
+    return lookup.result()
 
 
 def parse_domain(text: str) -> str:
@@ -136,17 +148,29 @@ class Domains:
             return _view(row)
 
     def records(
-        self, account: str, text: str, mail_host: str, global_domain: str
-    ) -> Sequence[dict[str, object]]:
-        """Every record the domain needs, next to what DNS has now (None: DNS did not answer)."""
-        domain = self.owned(account, text)
-        result: builtins.list[dict[str, object]] = []
-        for want in expected_records(domain.name, domain.token or "", mail_host, global_domain):
-            try:
-                found: Sequence[str] | None = self.resolver.lookup(want.name, want.rtype)
-            except DnsUnavailable:
-                found = None
-            result.append(
+        self, account: str, mail_host: str, global_domain: str, budget: float = DNS_BUDGET
+    ) -> dict[str, builtins.list[dict[str, object]]]:
+        """Every record each of the account's domains needs, next to what DNS has now (None: DNS
+        did not answer). All lookups run at once and the answer comes within BUDGET seconds
+        whatever DNS does: a page view must not hold a worker for a slow or dead resolver."""
+        wanted = [
+            (domain.name, want)
+            for domain in self.list(account=account)
+            for want in expected_records(domain.name, domain.token or "", mail_host, global_domain)
+        ]
+        if not wanted:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=min(len(wanted), MAX_LOOKUPS_AT_ONCE))
+        try:
+            lookups = [pool.submit(self.resolver.lookup, w.name, w.rtype) for _, w in wanted]
+            futures.wait(lookups, timeout=budget)
+        finally:
+            # Lookups still running end by their own lifetime; nobody waits for them.
+            pool.shutdown(wait=False, cancel_futures=True)
+        result: dict[str, builtins.list[dict[str, object]]] = {}
+        for (name, want), lookup in zip(wanted, lookups, strict=True):
+            found = _answer(lookup)
+            result.setdefault(name, []).append(
                 {
                     "type": want.rtype,
                     "name": want.name,

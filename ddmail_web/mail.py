@@ -201,12 +201,9 @@ def domains() -> Response | str | tuple[str, int]:
             flash(f"{made['name']} is added. Publish the TXT record below, then verify.", "success")
             return redirect(url_for("mail.domains"))
     answer = backend("GET", f"/v1/domains?account={g.account.id}") or {}
-    records = {
-        d["name"]: (
-            backend("GET", f"/v1/domains/records?account={g.account.id}&name={d['name']}") or {}
-        ).get("records", [])
-        for d in answer.get("domains", [])
-    }
+    records = (backend("GET", f"/v1/domains/records?account={g.account.id}") or {}).get(
+        "domains", {}
+    )
     status = 400 if form.errors else 200
     return render_template(
         "mail/domains.html",

@@ -4,6 +4,7 @@ ARCHITECTURE §3-§5 as a caller sees them."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -375,3 +376,25 @@ def test_interrupted_removal_finishes_when_the_keyhandler_returns(svc: Services)
     assert rows(svc, "SELECT count(*) FROM backend_mailboxes") == [(0,)]
     assert rows(svc, "SELECT count(*) FROM keyhandler_mailbox_keys") == [(0,)]
     assert rows(svc, "SELECT address FROM backend_tombstones") == [("alice@ddmail.test",)]
+
+
+def test_domain_records_of_every_domain_come_within_the_dns_budget(svc: Services) -> None:
+    """A slow DNS server must not hold the page: what has not answered by then is 'no answer'."""
+    from ddmail_backend.domains import Domains
+
+    for name in ("a.example", "b.example"):
+        svc.web.call("POST", "/v1/domains", {"account": ACCOUNT, "name": name})
+    svc.resolver.records[("a.example", "MX")] = ["10 mail.ddmail.test."]
+    svc.resolver.records[("b.example", "MX")] = ["10 mail.ddmail.test."]
+    svc.resolver.slow[("b.example", "MX")] = 3.0
+    domains = Domains(Database(svc.cfg.db_url), svc.resolver)
+    started = time.monotonic()
+    found = domains.records(ACCOUNT, "mail.ddmail.test", "ddmail.test", budget=0.5)
+    assert time.monotonic() - started < 2.0
+    assert set(found) == {"a.example", "b.example"}
+    mx = {name: next(r for r in rows if r["type"] == "MX") for name, rows in found.items()}
+    assert mx["a.example"]["now"] == ["10 mail.ddmail.test."] and mx["a.example"]["ok"]
+    assert mx["b.example"]["now"] is None and not mx["b.example"]["ok"]
+    svc.resolver.slow.clear()
+    answer = svc.web.call("GET", f"/v1/domains/records?account={ACCOUNT}")  # keyed by domain
+    assert set(answer["domains"]) == {"a.example", "b.example"}
