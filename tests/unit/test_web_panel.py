@@ -559,3 +559,16 @@ def test_expired_sessions_are_not_listed_and_the_periodic_job_removes_them(
     assert db_rows(svc, "SELECT key FROM web_counters WHERE key IN ('old', 'new')") == [("new",)]
     assert browser.get("/settings").status_code == 200
     assert abandoned.get("/settings").status_code == 302
+
+
+def test_audit_page_shows_the_head_of_the_chain_to_keep(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    reg = browser.register()
+    browser.login(reg)
+    page = browser.get("/settings/audit").get_data(as_text=True)
+    head = re.search(r"The newest entry is #(\d+), hash <code id=\"audit-head\">(\w+)</code>", page)
+    assert head is not None
+    # The only account of this test's database.
+    newest = db_rows(env[0], "SELECT seq, hash FROM web_audit ORDER BY seq DESC LIMIT 1")[0]
+    assert (int(head.group(1)), head.group(2)) == (newest[0], str(newest[1])[:16])
