@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, request
 
+from ddmail_backend.addresses import parse_address
 from ddmail_backend.aliases import Aliases
 from ddmail_backend.dnscheck import DnsPythonResolver, Resolver
-from ddmail_backend.domains import Domains
+from ddmail_backend.domains import Domains, parse_domain
 from ddmail_backend.jobs import JobQueue
 from ddmail_backend.mailboxes import Mailboxes
 from ddmail_backend.models import GLOBAL, AccountState, idempotency
@@ -127,9 +128,10 @@ def create_app(
     @idem.wrap
     def remove_domain() -> Response:
         data = json_body()
-        domains.remove(*_owned(data, "name"))
+        account, name = _owned(data, "name")
+        domains.remove(account, name)
         reload_postfix()
-        return json_response(200, {"removed": True})
+        return json_response(200, {"removed": True, "name": parse_domain(name)})
 
     # -- accounts ---------------------------------------------------------------------------
     @app.post("/v1/accounts/recovery-key")
@@ -181,30 +183,31 @@ def create_app(
     @idem.wrap
     def change_mailbox_password() -> Response:
         data = json_body()
+        account, address = _owned(data, "address")
         password = mailboxes.change_password(
-            *_owned(data, "address"),
-            field(data, "current_password", str, 1024),
+            account, address, field(data, "current_password", str, 1024)
         )
-        return json_response(200, {"password": password})
+        return json_response(200, {"password": password, "address": parse_address(address)})
 
     @app.post("/v1/mailboxes/reset")
     @authenticated(PANEL)
     @idem.wrap
     def reset_mailbox_password() -> Response:
         data = json_body()
+        account, address = _owned(data, "address")
         password = mailboxes.reset_password(
-            *_owned(data, "address"),
-            field(data, "recovery_secret", str, 1024),
+            account, address, field(data, "recovery_secret", str, 1024)
         )
-        return json_response(200, {"password": password})
+        return json_response(200, {"password": password, "address": parse_address(address)})
 
     @app.post("/v1/mailboxes/remove")
     @authenticated(PANEL)
     @idem.wrap
     def remove_mailbox() -> Response:
         data = json_body()
-        state = mailboxes.remove(*_owned(data, "address"))
-        return json_response(200, {"state": state})
+        account, address = _owned(data, "address")
+        state = mailboxes.remove(account, address)
+        return json_response(200, {"state": state, "address": parse_address(address)})
 
     # -- aliases ----------------------------------------------------------------------------
     @app.get("/v1/aliases")
@@ -228,8 +231,9 @@ def create_app(
     @idem.wrap
     def remove_alias() -> Response:
         data = json_body()
-        aliases.remove(*_owned(data, "address"))
-        return json_response(200, {"removed": True})
+        account, address = _owned(data, "address")
+        aliases.remove(account, address)
+        return json_response(200, {"removed": True, "address": parse_address(address)})
 
     # -- OpenPGP public keys (kept by the keyhandler) ---------------------------------------
     openpgp = OpenPgp(keyhandler, mailboxes)

@@ -23,26 +23,26 @@ class LoginForm(FlaskForm):
     # Usernames are generated: lower-case letters and digits only (nothing else reaches the DB).
     user = StringField(
         "Username",
-        validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}$", message="Check the username.")],
+        validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}\Z", message="Check the username.")],
         filters=[lambda value: value.strip() if isinstance(value, str) else value],
     )
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
     key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
     totp = StringField(
         "One-time code (if enabled)",
-        validators=[Optional(), Regexp(r"^[0-9 ]{6,8}$", message="Six digits.")],
+        validators=[Optional(), Regexp(r"^[0-9 ]{6,8}\Z", message="Six digits.")],
     )
 
 
 class RevokeForm(FlaskForm):
-    session = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,9}$")])  # an INTEGER id
+    session = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,9}\Z")])  # an INTEGER id
 
 
 class KeyFileForm(FlaskForm):
     key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
-LOCAL_PART = Regexp(r"^[A-Za-z0-9._-]{1,64}$", message="Use letters, digits, dots, - and _.")
+LOCAL_PART = Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", message="Use letters, digits, dots, - and _.")
 
 
 class AddMailboxForm(FlaskForm):
@@ -95,12 +95,12 @@ class ConfirmDeleteForm(FlaskForm):
 
 
 class RemoveUserForm(FlaskForm):
-    user = HiddenField(validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}$")])
+    user = HiddenField(validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}\Z")])
 
 
 class TotpForm(FlaskForm):
     totp = StringField(
-        "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}$", message="Six digits.")]
+        "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}\Z", message="Six digits.")]
     )
 
 
@@ -110,7 +110,7 @@ class VoucherForm(FlaskForm):
 
 # -- OpenPGP keys ---------------------------------------------------------------------------
 FINGERPRINT = Regexp(
-    r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$",
+    r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})\Z",
     message="A fingerprint is 40 or 64 hexadecimal characters.",
 )
 

@@ -27,7 +27,7 @@ from ddmail_web.models import Account
 MONTH = 30 * 24 * 3600
 GB = 1024**3
 VOUCHER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-AMOUNT = re.compile(r"^(\d{1,7})(?:\.(\d{1,2}))?$")
+AMOUNT = re.compile(r"^(\d{1,7})(?:\.(\d{1,2}))?\Z")
 
 
 class FundsError(ValueError):

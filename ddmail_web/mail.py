@@ -93,8 +93,9 @@ def mailbox_password() -> Response:
             },
         )
         if answer is not None:
-            record("mailbox_password_changed", form.mailbox.data)
-            return show_secret("New mailbox password", form.mailbox.data, answer["password"])
+            # The backend's canonical address, never the raw form value (audit, display).
+            record("mailbox_password_changed", answer["address"])
+            return show_secret("New mailbox password", answer["address"], answer["password"])
     else:
         flash("Enter the mailbox's current password.", "error")
     return redirect(url_for("mail.mailboxes"))
@@ -123,8 +124,8 @@ def mailbox_reset() -> Response:
     )
     if answer is None:
         return redirect(url_for("mail.mailboxes"))
-    record("mailbox_password_reset", form.mailbox.data)
-    return show_secret("New mailbox password", form.mailbox.data, answer["password"])
+    record("mailbox_password_reset", answer["address"])
+    return show_secret("New mailbox password", answer["address"], answer["password"])
 
 
 @bp.post("/mailboxes/remove")
@@ -138,9 +139,9 @@ def mailbox_remove() -> Response:
         "POST", "/v1/mailboxes/remove", {"account": g.account.id, "address": form.mailbox.data}
     )
     if answer is not None:
-        record("mailbox_removed", form.mailbox.data)
+        record("mailbox_removed", answer["address"])
         flash(
-            f"{form.mailbox.data} is destroyed; its stored mail can never be read again.", "success"
+            f"{answer['address']} is destroyed; its stored mail can never be read again.", "success"
         )
     return redirect(url_for("mail.mailboxes"))
 
@@ -184,9 +185,10 @@ def aliases() -> Response | str | tuple[str, int]:
 def alias_remove() -> Response:
     form = RemoveAliasForm()
     body = {"account": g.account.id, "address": form.alias.data}
-    if form.validate_on_submit() and backend("POST", "/v1/aliases/remove", body) is not None:
-        record("alias_removed", form.alias.data)
-        flash(f"{form.alias.data} is removed.", "success")
+    answer = backend("POST", "/v1/aliases/remove", body) if form.validate_on_submit() else None
+    if answer is not None:
+        record("alias_removed", answer["address"])
+        flash(f"{answer['address']} is removed.", "success")
     return redirect(url_for("mail.aliases"))
 
 
@@ -238,7 +240,8 @@ def domain_verify() -> Response:
 def domain_remove() -> Response:
     form = DomainForm()
     body = {"account": g.account.id, "name": form.domain.data}
-    if form.validate_on_submit() and backend("POST", "/v1/domains/remove", body) is not None:
-        record("domain_removed", form.domain.data)
-        flash(f"{form.domain.data} is removed.", "success")
+    answer = backend("POST", "/v1/domains/remove", body) if form.validate_on_submit() else None
+    if answer is not None:
+        record("domain_removed", answer["name"])
+        flash(f"{answer['name']} is removed.", "success")
     return redirect(url_for("mail.domains"))

@@ -94,7 +94,7 @@ def remove_user() -> Response:
             flash("No such user in this account.", "error")
             return redirect(url_for("users.users"))
         s.delete(user)  # its sessions go with it (ON DELETE CASCADE)
-        audit.append(s, g.account.id, g.user.username, "user_removed", form.user.data)
+        audit.append(s, g.account.id, g.user.username, "user_removed", user.username)
     flash(f"{form.user.data} is removed and logged out everywhere.", "success")
     return redirect(url_for("users.users"))
 

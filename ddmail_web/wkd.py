@@ -15,7 +15,7 @@ from ddmail_web.sessions import access
 from ddmail_web.state import web
 
 bp = Blueprint("wkd", __name__, url_prefix="/.well-known/openpgpkey")
-HASH = re.compile(r"^[ybndrfg8ejkmcpqxot1uwisza345h769]{32}$")
+HASH = re.compile(r"^[ybndrfg8ejkmcpqxot1uwisza345h769]{32}\Z")
 
 
 def _key(domain: str, hashed: str) -> Response:

@@ -572,3 +572,24 @@ def test_audit_page_shows_the_head_of_the_chain_to_keep(
     # The only account of this test's database.
     newest = db_rows(env[0], "SELECT seq, hash FROM web_audit ORDER BY seq DESC LIMIT 1")[0]
     assert (int(head.group(1)), head.group(2)) == (newest[0], str(newest[1])[:16])
+
+
+def test_removing_a_mailbox_named_with_a_stray_newline_records_the_canonical_address(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    """Found by the fuzz test: the backend accepted the address once normalised, and the panel
+    then wrote the raw form value into the audit trail, which refused it (a 500 after the
+    mailbox was already gone)."""
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "alice", "domain": "ddmail.test"})
+    resp = browser.post(
+        "/settings/mailboxes/remove",
+        {"mailbox": "alice@ddmail.test\n", "confirm": "y"},
+        token_from="/settings/mailboxes",
+        follow_redirects=True,
+    )
+    assert resp.status_code == 200
+    assert "alice@ddmail.test is destroyed" in resp.get_data(as_text=True)
+    removed = db_rows(env[0], "SELECT object FROM web_audit WHERE action = 'mailbox_removed'")
+    assert removed == [("alice@ddmail.test",)]
