@@ -135,3 +135,30 @@ def test_request_bodies_never_touch_the_disk(stack: RunningStack) -> None:
     assert "buffered to a temporary file" not in log
     spool = stack.root / "run" / "nginx" / "body"
     assert not spool.exists() or not any(spool.iterdir())
+
+
+def test_bodies_over_the_limit_always_get_413_never_502(stack: RunningStack) -> None:
+    """Regression: when the panel itself refused an over-limit body before reading it, nginx,
+    still sending, sometimes answered 502 (the 'unavailable' page) instead."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    statuses = []
+    for extra_kib in range(1, 200, 10):
+        conn = _connect(stack)
+        try:
+            conn.request(
+                "POST", "/login", body=b"x=" + b"a" * ((256 + extra_kib) * 1024), headers=headers
+            )
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+        finally:
+            conn.close()
+    assert set(statuses) == {413}
+    conn = _connect(stack)
+    try:  # under the limit, the panel reads the form itself (and finds no valid login in it)
+        conn.request("POST", "/login", body=b"x=" + b"a" * (200 * 1024), headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 400
+    finally:
+        conn.close()
