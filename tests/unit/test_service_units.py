@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jinja2
 import pytest
+
+from ddmail_stack.mta import template_env
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail_services"
 UNITS = ("ddmail-periodic.service", "ddmail-periodic.timer")
@@ -31,12 +32,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         **overrides,
     }
     assert set(variables) == _defaults(), "every template variable must have a default"
-    env = jinja2.Environment(  # noqa: S701 - systemd units, not HTML
-        loader=jinja2.FileSystemLoader(ROLE / "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        keep_trailing_newline=True,
-    )
+    env = template_env("ddmail_services")  # as the stack renders the other roles
     for unit in UNITS:
         (tmp_path / unit).write_text(env.get_template(f"{unit}.j2").render(variables))
     return tmp_path
