@@ -1,4 +1,4 @@
-"""HMAC-SHA256 request signatures between local services (ARCHITECTURE §3).
+"""HMAC-SHA256 request signatures between local services (docs/architecture.md §4).
 
 The signature covers method, path (with query), timestamp, nonce and the SHA-256 of the body,
 so neither the body nor the target can be changed and a captured request cannot be replayed.

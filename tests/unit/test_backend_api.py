@@ -1,5 +1,5 @@
 """The backend's API with the real keyhandler behind it (in-process, SQLite): the rules of
-ARCHITECTURE §3-§5 as a caller sees them."""
+docs/architecture.md §4-§6 as a caller sees them."""
 
 from __future__ import annotations
 
