@@ -45,7 +45,7 @@ def check_new_address(
                 "system addresses). Choose another name.",
                 "reserved_address",
             )
-    elif domain.suspended_at is not None or not domain.enabled:
+    elif not domain.enabled:
         raise rule_violated(
             "This domain is suspended: its DNS record no longer proves ownership. Restore the "
             "record, then verify the domain again.",

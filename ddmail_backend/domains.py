@@ -87,7 +87,7 @@ class DomainView:
 
 
 def _view(d: Domain) -> DomainView:
-    if d.suspended_at is not None:
+    if d.kind == ACCOUNT and not d.enabled:
         return DomainView(d.name, d.kind, False, True, d.token, SUSPENDED, d.suspended_at)
     return DomainView(d.name, d.kind, d.enabled, d.verified, d.token)
 
@@ -101,10 +101,10 @@ def _claim_view(c: DomainClaim) -> DomainView:
 def _suspend_or_restore(row: Domain, ok: bool, now: int) -> str | None:
     """Apply one DNS check's outcome to a held account domain; the event, if its state changed."""
     row.checked_at = now
-    if ok and row.suspended_at is not None:
-        row.suspended_at, row.restored_at, row.enabled = None, now, True
+    if ok and not row.enabled:
+        row.restored_at, row.enabled = now, True
         return "domain_restored"
-    if not ok and row.suspended_at is None:
+    if not ok and row.enabled:
         row.suspended_at, row.enabled = now, False
         return "domain_suspended"
     return None
@@ -297,12 +297,9 @@ class Domains:
                         Domain.kind == ACCOUNT,
                         or_(
                             Domain.checked_at.is_(None),
+                            and_(Domain.enabled, Domain.checked_at < now - RECHECK_SECONDS),
                             and_(
-                                Domain.suspended_at.is_(None),
-                                Domain.checked_at < now - RECHECK_SECONDS,
-                            ),
-                            and_(
-                                Domain.suspended_at.is_not(None),
+                                Domain.enabled.is_(False),
                                 Domain.checked_at < now - RECHECK_SUSPENDED_SECONDS,
                             ),
                         ),

@@ -27,7 +27,8 @@ class Domain(Base):
     token: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(Integer)
     # An account domain is re-verified periodically: a failed check suspends it (enabled=False,
-    # suspended_at set), a later success restores it (restored_at set).
+    # suspended_at set), a later success restores it (enabled=True, restored_at set). Both
+    # times stay, so the panel can audit each change even if it looks only after both.
     checked_at: Mapped[int | None] = mapped_column(Integer)
     suspended_at: Mapped[int | None] = mapped_column(Integer)
     restored_at: Mapped[int | None] = mapped_column(Integer)
