@@ -173,3 +173,33 @@ def test_claims_per_account_are_bounded(svc: Services) -> None:
     with pytest.raises(ApiError) as exc:
         claim(svc, MALLORY, "one-more.example")
     assert exc.value.status == 422
+
+
+def test_migration_0010_turns_unverified_domains_into_claims_and_back(tmp_path: Path) -> None:
+    from alembic import command
+
+    from ddmail_common.migrate import alembic_config
+
+    url = postgres_url() or f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0007")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO backend_domains "
+                "(name, kind, account, enabled, verified, token, created_at) VALUES "
+                "('p.example', 'account', 'a', TRUE, FALSE, 'tok', 5), "
+                "('v.example', 'account', 'a', TRUE, TRUE, 'tok2', 5)"
+            )
+        )
+    command.upgrade(cfg, "0010")
+    with engine.begin() as conn:
+        claims = list(conn.execute(text("SELECT name, account, token FROM backend_domain_claims")))
+        held = list(conn.execute(text("SELECT name FROM backend_domains")))
+    assert claims == [("p.example", "a", "tok")] and held == [("v.example",)]
+    command.downgrade(cfg, "0007")
+    with engine.begin() as conn:
+        back = set(conn.execute(text("SELECT name, verified FROM backend_domains")))
+    engine.dispose()
+    assert back == {("v.example", True), ("p.example", False)}
