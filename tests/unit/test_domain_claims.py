@@ -3,6 +3,7 @@ expire, the service's own names are refused, held domains are re-verified (fake 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,28 @@ def test_migration_0010_turns_unverified_domains_into_claims_and_back(tmp_path: 
         back = set(conn.execute(text("SELECT name, verified FROM backend_domains")))
     engine.dispose()
     assert back == {("v.example", True), ("p.example", False)}
+
+
+def test_domains_page_tells_the_owner_of_a_lost_claim_and_of_a_suspension(svc: Services) -> None:
+    from ddmail_web.app import create_app as panel_app
+    from tests.webclient import Browser
+
+    browser = Browser(panel_app(svc.cfg))
+    browser.login(browser.register())
+    browser.post("/settings/domains", {"domain": "contested.example"})
+    winner = claim(svc, ALICE, "contested.example")
+    publish(svc, "contested.example", winner["token"])
+    verify(svc, ALICE, "contested.example")
+    page = " ".join(browser.get("/settings/domains").get_data(as_text=True).split())
+    assert "claimed by another account" in page
+    assert "Another account proved ownership of contested.example first" in page
+    browser.post("/settings/domains", {"domain": "mine.example"})
+    listed = browser.get("/settings/domains").get_data(as_text=True)
+    # The lost claim's record is no longer shown: the only token on the page is mine.example's.
+    (token,) = re.findall(r"ddmail-verify=([A-Za-z0-9_-]+)", listed)
+    publish(svc, "mine.example", token)
+    browser.post("/settings/domains/verify", {"domain": "mine.example"})
+    svc.resolver.records.pop(("_ddmail-verify.mine.example", "TXT"))
+    domains(svc).maintain(int(time.time()) + RECHECK_SECONDS + 1)
+    page = " ".join(browser.get("/settings/domains").get_data(as_text=True).split())
+    assert 'id="domain-suspended"' in page and "Nothing is deleted" in page
