@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Flask, Response, current_app, render_template
 
 from ddmail_common.config import PublicSettings, WebSettings
 from ddmail_common.validators import operator_address
@@ -28,9 +28,9 @@ PUBLIC = "ddmail_public"  # app.extensions key: (PublicSettings, WebSettings)
 # --- config ----------------------------------------------------------------------------------
 
 
-def configure(app: object, public: PublicSettings, web: WebSettings) -> None:
+def configure(app: Flask, public: PublicSettings, web: WebSettings) -> None:
     """Give the app the settings every public value comes from (called by create_app)."""
-    app.extensions[PUBLIC] = (public, web)  # type: ignore[attr-defined]
+    app.extensions[PUBLIC] = (public, web)
 
 
 def _settings() -> tuple[PublicSettings, WebSettings]:
