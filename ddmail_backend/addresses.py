@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ddmail_backend.models import GLOBAL, Alias, Domain, Mailbox, Tombstone
+from ddmail_backend.models import GLOBAL, Alias, Domain, DomainClaim, Mailbox, Tombstone
 from ddmail_common.errors import ApiError, conflict, rule_violated
 from ddmail_common.validators import InvalidInput, is_reserved, normalize_address
 
@@ -25,13 +25,32 @@ def check_new_address(
     """Return the address's domain if ACCOUNT may create ADDRESS now; otherwise raise."""
     local, _, domain_name = address.rpartition("@")
     domain = s.execute(select(Domain).where(Domain.name == domain_name)).scalar()
-    if domain is None or not domain.enabled:
+    if domain is None or (domain.kind != GLOBAL and domain.account != account):
+        claimed = s.execute(
+            select(DomainClaim.id).where(
+                DomainClaim.name == domain_name, DomainClaim.account == account
+            )
+        ).first()
+        if claimed:
+            raise rule_violated(
+                "Verify the domain's DNS record before adding addresses to it.", "domain_unverified"
+            )
         raise rule_violated("Addresses cannot be created on this domain.", "unknown_domain")
     if domain.kind == GLOBAL:
+        if not domain.enabled:
+            raise rule_violated("Addresses cannot be created on this domain.", "unknown_domain")
         if is_reserved(local, reserved_extra):
-            raise rule_violated("This address is reserved.", "reserved_address")
-    elif domain.account != account:
-        raise rule_violated("Addresses cannot be created on this domain.", "unknown_domain")
+            raise rule_violated(
+                f"{address} is reserved: the service uses it (postmaster, abuse, report and "
+                "system addresses). Choose another name.",
+                "reserved_address",
+            )
+    elif not domain.enabled:
+        raise rule_violated(
+            "This domain is suspended: its DNS record no longer proves ownership. Restore the "
+            "record, then verify the domain again.",
+            "domain_suspended",
+        )
     elif not domain.verified:
         raise rule_violated(
             "Verify the domain's DNS record before adding addresses to it.", "domain_unverified"

@@ -17,6 +17,7 @@ from ddmail_backend.jobs import JobQueue
 from ddmail_backend.mailboxes import Mailboxes
 from ddmail_backend.models import GLOBAL, AccountState, idempotency
 from ddmail_backend.openpgp import OpenPgp
+from ddmail_backend.operator import sync_operator_routes
 from ddmail_common.api import MAX_BODY, authenticated, field, json_body, json_response, make_api
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
@@ -53,18 +54,31 @@ def create_app(
     app = make_api("ddmail_backend", verifier)
     keyhandler = ServiceClient("backend", cfg.secret("backend"), cfg.keyhandler_socket, "key")
     jobs = JobQueue(db)
-    domains = Domains(db, resolver or DnsPythonResolver(cfg.dns_nameservers, cfg.dns_port))
+    domains = Domains(
+        db,
+        resolver or DnsPythonResolver(cfg.dns_nameservers, cfg.dns_port),
+        protected=[cfg.web.global_domain, cfg.mail_hostname],
+    )
+    sync_operator_routes(db, cfg.operator_address)
     mailboxes = Mailboxes(db, keyhandler, jobs, cfg.mail_root, cfg.reserved_local_parts)
     aliases = Aliases(db, cfg.reserved_local_parts)
     idem = IdempotencyStore(db, idempotency)
     app.extensions["ddmail_jobs"] = jobs
-    if run_jobs:
-        jobs.start(periodic=mailboxes.reap_pending)
 
     def reload_postfix() -> None:
         # Postfix caches which domains are local; a changed domain list needs a reload.
         if cfg.postfix_reload:
             subprocess.run(cfg.postfix_reload, check=False, capture_output=True, timeout=30)
+
+    if run_jobs:
+
+        def periodic() -> None:
+            mailboxes.reap_pending()
+            changed = domains.maintain_now_and_then()
+            if changed and (changed["suspended"] or changed["restored"]):
+                reload_postfix()
+
+        jobs.start(periodic=periodic)
 
     # -- global domains (operator) --------------------------------------------------------
     @app.post("/v1/domains/global")
@@ -122,6 +136,11 @@ def create_app(
         view = domains.verify(*_owned(data, "name"))
         reload_postfix()
         return json_response(200, view.as_json())
+
+    @app.get("/v1/domains/events")
+    @authenticated(PANEL)
+    def domain_events() -> Response:
+        return json_response(200, {"events": domains.events()})
 
     @app.post("/v1/domains/remove")
     @authenticated(PANEL)

@@ -10,6 +10,8 @@ from typing import Protocol
 import dns.exception
 import dns.resolver
 
+from ddmail_common.validators import operator_address
+
 VERIFY_LABEL = "_ddmail-verify"
 VERIFY_PREFIX = "ddmail-verify="
 
@@ -118,7 +120,7 @@ def expected_records(domain: str, token: str, mail_host: str, global_domain: str
         Expected(
             "TXT",
             f"_smtp._tls.{domain}",
-            f"v=TLSRPTv1; rua=mailto:tlsrpt@{global_domain}",
+            f"v=TLSRPTv1; rua=mailto:{operator_address('tlsrpt', global_domain)}",
             "TLS-RPT",
         ),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ddmail_common.db import Base
@@ -26,6 +26,40 @@ class Domain(Base):
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     token: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(Integer)
+    # An account domain is re-verified periodically: a failed check suspends it (enabled=False,
+    # suspended_at set), a later success restores it (enabled=True, restored_at set). Both
+    # times stay, so the panel can audit each change even if it looks only after both.
+    checked_at: Mapped[int | None] = mapped_column(Integer)
+    suspended_at: Mapped[int | None] = mapped_column(Integer)
+    restored_at: Mapped[int | None] = mapped_column(Integer)
+
+
+class DomainClaim(Base):
+    """An account's not yet verified claim to a domain. Several accounts may claim one name;
+    the first to prove it in DNS gets the domain, the other claims are marked superseded. Every
+    claim expires after CLAIM_DAYS."""
+
+    __tablename__ = "backend_domain_claims"
+    __table_args__ = (UniqueConstraint("name", "account", name="uq_backend_domain_claims"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), index=True)
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(Integer)
+    superseded_at: Mapped[int | None] = mapped_column(Integer)
+
+
+class OperatorRoute(Base):
+    """An operator address (validators.OPERATOR_LOCAL_PARTS) and where its mail goes; rewritten
+    from the config at every backend start. The view mail_operator_aliases joins it with the
+    domains for Postfix."""
+
+    __tablename__ = "backend_operator_routes"
+
+    local_part: Mapped[str] = mapped_column(String(64), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(254))
+    every_domain: Mapped[bool] = mapped_column(Boolean)
 
 
 class Mailbox(Base):

@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
+from ddmail_common.validators import (
+    InvalidInput,
+    is_operator_address,
+    normalize_domain,
+    parse_foreign_address,
+)
 
 
 class ConfigError(Exception):
@@ -37,9 +43,28 @@ class WebSettings:
     login_failures_per_user: int = 10  # per 15 minutes, counted only with the right key file
     login_failures_global: int = 300  # per minute, all users: beyond it logins wait (CPU guard)
     price_cents_per_gb_month: int = 100  # every started GB, at least one
+    currency: str = "EUR"  # shown next to every price (pricing page, funds page)
     grace_days: int = 30  # a disabled account is deleted after this many days
     purge_unfunded_days: int = 30  # an account never funded is deleted after this many days
     argon2: Argon2Settings = field(default_factory=Argon2Settings)
+
+
+@dataclass(frozen=True)
+class PublicSettings:
+    """What the public pages, autoconfig and MTA-STS publish (section [public])."""
+
+    mail_hostname: str = "mail.ddmail.test"  # what mail programs connect to
+    imaps_port: int = 993
+    submission_port: int = 587  # STARTTLS
+    submissions_port: int = 465  # implicit TLS
+    onion_hostname: str | None = None  # published only when set
+    i2p_hostname: str | None = None
+    security_contacts: tuple[str, ...] = ("mailto:security@ddmail.test",)
+    mta_sts_mode: str = "enforce"
+    mta_sts_mx: tuple[str, ...] = ("mail.ddmail.test",)
+
+
+MTA_STS_MODES = ("enforce", "testing", "none")
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,8 @@ class Config:
     pgpstage_socket: Path = Path("/run/ddmail/pgpstage.sock")  # Postfix delivers here
     dovecot_lmtp_socket: Path = Path("/run/dovecot/lmtp")  # the stage hands mail on here
     gnupg_binary: str = "gpg"
+    operator_address: str = "operator@ddmail.test"  # receives postmaster@, abuse@, reports
+    public: PublicSettings = field(default_factory=PublicSettings)
     web: WebSettings = field(default_factory=WebSettings)
     source: Path = field(default=Path("-"))
 
@@ -107,6 +134,76 @@ def _listen(value: str, setting: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _hostname(value: str, setting: str, suffix: str = "") -> str:
+    try:
+        name = normalize_domain(value.removeprefix("*."))
+    except InvalidInput as exc:
+        raise ConfigError(f"{setting}: {value!r}: {exc}") from None
+    if not name.endswith(suffix):
+        raise ConfigError(f"{setting}: expected a name ending in {suffix}, got {value!r}")
+    return "*." + name if value.startswith("*.") else name
+
+
+def _port(data: dict[str, Any], setting: str, default: int) -> int:
+    port: int = _get(data, setting, int, default)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{setting}: expected a port number, got {port}")
+    return port
+
+
+def _single_lines(items: list[Any], setting: str) -> tuple[str, ...]:
+    if not all(isinstance(x, str) and x.strip() and not set(x) & set("\r\n\0") for x in items):
+        raise ConfigError(f"{setting}: expected a list of one-line strings")
+    return tuple(x.strip() for x in items)
+
+
+def parse_public(data: dict[str, Any], mail_hostname: str, global_domain: str) -> PublicSettings:
+    """Section [public]: every value a public page, autoconfig or MTA-STS states."""
+    onion = _get(data, "public.onion_hostname", str, "")
+    i2p = _get(data, "public.i2p_hostname", str, "")
+    contacts = _single_lines(
+        _get(data, "public.security_contact", list, [f"mailto:security@{global_domain}"]),
+        "public.security_contact",
+    )
+    mode = _get(data, "public.mta_sts_mode", str, "enforce")
+    if mode not in MTA_STS_MODES:
+        raise ConfigError(f"public.mta_sts_mode: expected one of {', '.join(MTA_STS_MODES)}")
+    mx = _single_lines(_get(data, "public.mta_sts_mx", list, [mail_hostname]), "public.mta_sts_mx")
+    client_host = _get(data, "public.mail_hostname", str, mail_hostname)
+    return PublicSettings(
+        # Default: the MX name (backend.mail_hostname); the local stack says "localhost".
+        mail_hostname=client_host
+        if client_host == "localhost"
+        else _hostname(client_host, "public.mail_hostname"),
+        imaps_port=_port(data, "public.imaps_port", 993),
+        submission_port=_port(data, "public.submission_port", 587),
+        submissions_port=_port(data, "public.submissions_port", 465),
+        onion_hostname=_hostname(onion, "public.onion_hostname", ".onion") if onion else None,
+        i2p_hostname=_hostname(i2p, "public.i2p_hostname", ".i2p") if i2p else None,
+        # RFC 9116 wants a URI; a bare address is what an operator most likely means.
+        security_contacts=tuple(f"mailto:{c}" if ":" not in c else c for c in contacts),
+        mta_sts_mode=mode,
+        mta_sts_mx=tuple(_hostname(m, "public.mta_sts_mx") for m in mx),
+    )
+
+
+def _operator_address(data: dict[str, Any], global_domain: str) -> str:
+    """The mailbox that postmaster@, abuse@ and the report addresses are delivered to: required,
+    since RFC 5321 section 4.5.1 requires a working postmaster."""
+    value = _get(data, "backend.operator_address", str)
+    try:
+        local, domain = parse_foreign_address(value)
+    except InvalidInput as exc:
+        raise ConfigError(f"backend.operator_address: {value!r}: {exc}") from None
+    if is_operator_address(local):
+        # It would be delivered to itself: Postfix would loop on the alias.
+        raise ConfigError(
+            f"backend.operator_address: {value!r} is itself delivered to the operator address; "
+            "use a mailbox such as operator@ or an address at another provider"
+        )
+    return f"{local}@{domain}"
+
+
 def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     argon = Argon2Settings(
         memory_kib=_get(data, "keyhandler.argon2_memory_kib", int, Argon2Settings.memory_kib),
@@ -131,8 +228,12 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
             raise ConfigError(f"{setting}: expected a list of strings")
     master = _get(data, "web.master_keys", str, "")
     web = WebSettings(
-        global_domain=_get(data, "web.global_domain", str, WebSettings.global_domain),
-        panel_url=_get(data, "web.panel_url", str, WebSettings.panel_url),
+        global_domain=_hostname(
+            _get(data, "web.global_domain", str, WebSettings.global_domain), "web.global_domain"
+        ),
+        panel_url=_single_lines(
+            [_get(data, "web.panel_url", str, WebSettings.panel_url)], "web.panel_url"
+        )[0],
         master_keys=Path(master) if master else None,
         new_accounts_enabled=bool(_get(data, "web.new_accounts_enabled", bool, False)),
         session_idle_minutes=_get(data, "web.session_idle_minutes", int, 30),
@@ -141,6 +242,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         login_failures_per_user=_get(data, "web.login_failures_per_user", int, 10),
         login_failures_global=_get(data, "web.login_failures_global", int, 300),
         price_cents_per_gb_month=_get(data, "web.price_cents_per_gb_month", int, 100),
+        currency=_get(data, "web.currency", str, WebSettings.currency),
         grace_days=_get(data, "web.grace_days", int, 30),
         purge_unfunded_days=_get(data, "web.purge_unfunded_days", int, 30),
         argon2=Argon2Settings(
@@ -152,8 +254,14 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     db_url = _get(data, "database.url", str)
     if has_inline_password(db_url):
         raise ConfigError(f"database.url: {URL_CREDENTIAL_REFUSED}")
+    mail_hostname = _hostname(
+        _get(data, "backend.mail_hostname", str, "mail." + web.global_domain),
+        "backend.mail_hostname",
+    )
     return Config(
         web=web,
+        public=parse_public(data, mail_hostname, web.global_domain),
+        operator_address=_operator_address(data, web.global_domain),
         db_url=db_url,
         backend_socket=Path(_get(data, "backend.socket", str)),
         keyhandler_socket=Path(_get(data, "keyhandler.socket", str)),
@@ -167,7 +275,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         postfix_reload=tuple(reload_cmd),
         dns_nameservers=tuple(nameservers),
         dns_port=_get(data, "backend.dns_port", int, 53),
-        mail_hostname=_get(data, "backend.mail_hostname", str, "mail." + web.global_domain),
+        mail_hostname=mail_hostname,
         pgpstage_socket=Path(_get(data, "pgpstage.socket", str, "/run/ddmail/pgpstage.sock")),
         dovecot_lmtp_socket=Path(_get(data, "pgpstage.dovecot_lmtp", str, "/run/dovecot/lmtp")),
         gnupg_binary=_get(data, "pgpstage.gnupg_binary", str, "gpg"),

@@ -7,13 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-# The only relations Postfix and Dovecot may read (migrations 0002 and 0004).
+# The only relations Postfix and Dovecot may read (migrations 0002, 0004, 0010).
 MAIL_VIEWS = (
     "mail_domains",
     "mail_mailboxes",
     "mail_aliases",
     "mail_senders",
     "mail_recipient_access",
+    "mail_operator_aliases",  # migration 0010
 )
 
 

@@ -177,21 +177,43 @@ def parse_foreign_address(text: str) -> tuple[str, str]:
     return local, domain
 
 
+# The one list of addresses the service itself publishes or that an RFC requires (RFC 5321
+# section 4.5.1 postmaster, RFC 2142 abuse/hostmaster/webmaster, RFC 9116 security, RFC 8460
+# TLS-RPT and DMARC reports, MTA-STS). Nobody may register them; mail to them on a global domain
+# is delivered to the operator (backend.operator_address), through rows the backend keeps.
+OPERATOR_LOCAL_PARTS: tuple[str, ...] = (
+    "postmaster",
+    "abuse",
+    "security",
+    "tlsrpt",
+    "dmarc",
+    "mta-sts",
+    "hostmaster",
+    "webmaster",
+)
+# On a customer's verified domain the customer may create these; until they do, mail to them
+# goes to the operator, so that postmaster@ works for every domain we host (RFC 5321).
+EVERY_DOMAIN_OPERATOR_LOCAL_PARTS: tuple[str, ...] = ("postmaster", "abuse")
+
 RESERVED_LOCAL_PARTS: frozenset[str] = frozenset(
     {
-        "postmaster",
-        "abuse",
-        "hostmaster",
-        "webmaster",
+        *OPERATOR_LOCAL_PARTS,
         "admin",
         "administrator",
         "root",
-        "security",
         "noreply",
         "no-reply",
         "mailer-daemon",
     }
 )
+
+
+def operator_address(local_part: str, domain: str) -> str:
+    """The published address LOCAL_PART@DOMAIN; only names from OPERATOR_LOCAL_PARTS."""
+    if local_part not in OPERATOR_LOCAL_PARTS:
+        raise ValueError(f"{local_part!r} is not an operator address")
+    return f"{local_part}@{domain}"
+
 
 _DROP_SEPARATORS = str.maketrans("", "", _SEPARATORS)
 
@@ -202,6 +224,12 @@ def _reserved_key(local_part: str) -> str:
 
 
 _RESERVED_KEYS = frozenset(_reserved_key(name) for name in RESERVED_LOCAL_PARTS)
+_OPERATOR_KEYS = frozenset(_reserved_key(name) for name in OPERATOR_LOCAL_PARTS)
+
+
+def is_operator_address(local_part: str) -> bool:
+    """True if LOCAL_PART is (or differs by separators from) an operator address's local part."""
+    return _reserved_key(local_part) in _OPERATOR_KEYS
 
 
 def is_reserved(local_part: str, extra: Iterable[str] = ()) -> bool:

@@ -11,6 +11,9 @@ from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 CALLERS = ("web", "admin", "backend", "dovecot")
 # Secret files: each caller's signing secret, and the key of the panel's audit trail.
 SECRETS = (*CALLERS, "audit")
+# The operator's mailbox in the local stack: outside every hosted domain, so Postfix relays it to
+# the sink (stack/sink/*.eml), where a person trying DDMail reads postmaster@ and abuse@ mail.
+OPERATOR_ADDRESS = "operator@operator.invalid"
 
 
 def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -> str:
@@ -24,6 +27,8 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         f"mail_root = {q(str(layout.mail_root))}",
         f"postfix_reload = {q(['postfix', '-c', str(layout.postfix_dir), 'reload'])}",
         "reserved_local_parts = []",
+        # postmaster@, abuse@ and the report addresses: delivered to the sink (OPERATOR_ADDRESS).
+        f"operator_address = {q(OPERATOR_ADDRESS)}",
         "",
         "[keyhandler]",
         f"socket = {q(str(layout.socket('keyhandler')))}",
@@ -43,6 +48,13 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         f"master_keys = {q(str(layout.secrets / 'master.keys'))}",
         f"argon2_memory_kib = {argon2_memory_kib}",
         f"argon2_time_cost = {argon2_time_cost}",
+        "",
+        "[public]",
+        # What the pages and autoconfig tell mail programs: this machine, the stack's ports.
+        'mail_hostname = "localhost"',
+        f"imaps_port = {layout.imaps_port}",
+        f"submission_port = {layout.submission_port}",
+        f"submissions_port = {layout.smtps_port}",
         "",
         "[secrets]",
     ]

@@ -10,7 +10,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ddmail_common.client import ServiceClient
-from ddmail_common.config import Config
+from ddmail_common.config import Config, PublicSettings, WebSettings
 from ddmail_web import (
     account,
     account_data,
@@ -62,6 +62,9 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
         # the token plus SameSite=Strict cookies carry the protection.
         WTF_CSRF_SSL_STRICT=False,
     )
+    public.configure(
+        app, cfg.public if cfg else PublicSettings(), cfg.web if cfg else WebSettings()
+    )
     if cfg is not None:
         app.config["SECRET_KEY"] = hashlib.sha256(b"ddmail-csrf\x00" + cfg.secret("web")).digest()
         app.extensions["ddmail_web"] = WebState(
@@ -83,7 +86,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
     @app.get("/")
     @access("public")
     def landing() -> str:
-        return render_template("landing.html", domain=app.config["GLOBAL_DOMAIN"])
+        return public.landing_page()
 
     # Every blueprint is registered so that every link can be built; only a configured panel
     # (with a database and a backend) has sessions.

@@ -50,6 +50,12 @@ def format_cents(cents: int) -> str:
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
+def price_text(settings: WebSettings) -> str:
+    """The price as every page states it (pricing page and funds page alike)."""
+    amount = format_cents(settings.price_cents_per_gb_month)
+    return f"{amount} {settings.currency} per started GB per month"
+
+
 def balance(s: DbSession, account: str) -> int:
     total = s.execute(
         select(func.sum(LedgerEntry.amount_cents)).where(LedgerEntry.account == account)

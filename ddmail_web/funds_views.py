@@ -42,7 +42,8 @@ def page() -> str:
         ledger=ledger,
         used=used,
         form=VoucherForm(),
-        price=funds.format_cents(state.settings.price_cents_per_gb_month),
+        price=funds.price_text(state.settings),
+        currency=state.settings.currency,
         fmt=funds.format_cents,
     )
 

@@ -212,7 +212,6 @@ def domains() -> Response | str | tuple[str, int]:
         records=records,
         form=form,
         domains=answer.get("domains", []),
-        mail_host=f"mail.{web().settings.global_domain}",
     ), status
 
 
@@ -228,7 +227,9 @@ def domain_verify() -> Response:
             record(
                 "domain_verified" if answer["verified"] else "domain_verify_failed", answer["name"]
             )
-            if answer["verified"]:
+            if answer.get("state") == "suspended":
+                flash(f"The TXT record of {answer['name']} is gone: it stays suspended.", "error")
+            elif answer["verified"]:
                 flash(f"{answer['name']} is verified.", "success")
             else:
                 flash(f"The TXT record of {answer['name']} was not found yet.", "error")

@@ -1,5 +1,6 @@
 """The panel's periodic work: billing, and audit entries for mail held back by the OpenPGP
-stage (the stage cannot write the panel's audit trail itself). Run by `ddmail admin billing run`
+stage and for domains the backend suspended or restored (neither can write the panel's audit
+trail itself). Run by `ddmail admin billing run`
 or a timer; the local stack runs it every minute."""
 
 from __future__ import annotations
@@ -38,6 +39,26 @@ def record_openpgp_failures(db: Database, backend: ServiceClient) -> int:
     return added
 
 
+def record_domain_events(db: Database, backend: ServiceClient) -> int:
+    """One audit entry per suspension, restoration or lost claim of an account's domain (the
+    backend re-verifies domains but cannot write the panel's audit trail)."""
+    added = 0
+    for event in backend.call("GET", "/v1/domains/events")["events"]:
+        obj = f"{event['name']} at {event['at']}"
+        with db.session() as s:
+            known = s.execute(
+                select(AuditEntry.id).where(
+                    AuditEntry.account == event["account"],
+                    AuditEntry.action == event["action"],
+                    AuditEntry.object == obj,
+                )
+            ).first()
+            if known is None:
+                audit.append(s, event["account"], "system", event["action"], obj)
+                added += 1
+    return added
+
+
 def purge_expired(db: Database, settings: WebSettings) -> int:
     """Sessions, rate counters and undownloaded key files that can no longer do anything."""
     now = int(time.time())
@@ -51,5 +72,6 @@ def run(db: Database, backend: ServiceClient, settings: WebSettings) -> dict[str
     billing = funds.Billing(db, backend, settings)
     counts = billing.run(lambda account: delete_everything(db, backend, account, "system"))
     counts["openpgp_held"] = record_openpgp_failures(db, backend)
+    counts["domain_events"] = record_domain_events(db, backend)
     counts["expired"] = purge_expired(db, settings)
     return counts

@@ -22,27 +22,41 @@ from ddmail_web.envelope import MasterKeys
 CHEAP_ARGON2 = {"argon2_memory_kib": 64, "argon2_time_cost": 1}
 
 
-def write_config(root: Path, db_url: str) -> Config:
+def write_config(
+    root: Path, db_url: str, extra: dict[str, dict[str, object]] | None = None
+) -> Config:
     secrets = {}
     for name in ("web", "admin", "backend", "dovecot", "audit"):
         path = root / f"{name}.key"
         path.write_text(name * 16 + "-0123456789abcdef\n")
         path.chmod(0o600)
         secrets[name] = str(path)
+    extra = extra or {}
     master = root / "master.keys"
     if not master.exists():
         MasterKeys.generate_file(master)
     return parse(
         {
             "database": {"url": db_url},
-            "backend": {"socket": str(root / "b.sock"), "mail_root": str(root / "mail")},
+            "backend": {
+                "socket": str(root / "b.sock"),
+                "mail_root": str(root / "mail"),
+                "operator_address": "operator@ops.example",
+                **extra.get("backend", {}),
+            },
             "keyhandler": {
                 "socket": str(root / "k.sock"),
                 "unlock_listen": "127.0.0.1:1",
                 **CHEAP_ARGON2,
             },
             "secrets": secrets,
-            "web": {"new_accounts_enabled": True, "master_keys": str(master), **CHEAP_ARGON2},
+            "web": {
+                "new_accounts_enabled": True,
+                "master_keys": str(master),
+                **CHEAP_ARGON2,
+                **extra.get("web", {}),
+            },
+            "public": extra.get("public", {}),
         }
     )
 

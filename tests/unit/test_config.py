@@ -16,7 +16,11 @@ def minimal(tmp_path: Path) -> dict[str, Any]:
     secret.chmod(0o600)
     return {
         "database": {"url": "sqlite:////tmp/x.sqlite3"},
-        "backend": {"socket": "/run/b.sock", "mail_root": "/var/mail"},
+        "backend": {
+            "socket": "/run/b.sock",
+            "mail_root": "/var/mail",
+            "operator_address": "operator@ops.example",
+        },
         "keyhandler": {"socket": "/run/k.sock", "unlock_listen": "127.0.0.1:10080"},
         "secrets": {"web": str(secret)},
     }

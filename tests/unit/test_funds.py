@@ -130,3 +130,19 @@ def test_never_funded_accounts_are_purged_and_gratis_ones_kept(
     assert b.run(deleted.append, now + 10 * DAY) == {"charged": 0, "deleted": 0}
     assert b.run(deleted.append, now + 31 * DAY) == {"charged": 0, "deleted": 1}
     assert deleted == [first.account]
+
+
+def test_pricing_page_and_funds_page_state_the_same_price_from_config(tmp_path: Path) -> None:
+    import dataclasses
+    import re
+
+    with running_services(tmp_path, postgres_url()) as svc:
+        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
+        web = dataclasses.replace(svc.cfg.web, price_cents_per_gb_month=250, currency="CHF")
+        browser = Browser(create_app(dataclasses.replace(svc.cfg, web=web)))
+        browser.login(browser.register())
+        stated = [
+            re.findall(r'id="price">([^<]+)<', browser.get(page).get_data(as_text=True))
+            for page in ("/pricing", "/settings/funds")
+        ]
+    assert stated == [["2.50 CHF per started GB per month"]] * 2

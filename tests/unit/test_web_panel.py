@@ -231,7 +231,7 @@ def test_reserved_mailbox_name_is_explained(browser: Browser) -> None:
     page = browser.post(
         "/settings/mailboxes", {"local_part": "postmaster", "domain": "ddmail.test"}
     ).get_data(as_text=True)
-    assert "This address is reserved." in page
+    assert "postmaster@ddmail.test is reserved: the service uses it" in page
 
 
 def test_alias_and_domain_pages(browser: Browser) -> None:

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from ddmail_common.config import ConfigError
 from ddmail_web.app import create_app
-from ddmail_web.public import bp
+from tests.services import write_config
 
 PAGES = ("/help", "/about", "/terms", "/contact", "/pricing")
 AUTOCONFIG = "/.well-known/autoconfig/mail/config-v1.1.xml"
 
 
-def make_app(config: dict[str, object] | None = None) -> Flask:
-    app = create_app(overrides=config)
-    if "public" not in app.blueprints:
-        app.register_blueprint(bp)
-    return app
+def make_app(sections: dict[str, dict[str, object]] | None = None) -> Flask:
+    """The panel as a deployment with these config sections ([public], [web], [backend]) runs
+    it: the config is parsed and validated like the real one."""
+    return create_app(write_config(Path(tempfile.mkdtemp()), "sqlite://", sections))
 
 
 @pytest.fixture
@@ -81,10 +83,9 @@ def test_public_routes_are_get_only(client: FlaskClient, path: str) -> None:
 
 
 def test_config_values_are_escaped_in_pages() -> None:
-    client = make_app({"PRICE_NOTE": "<b>cheap</b>", "ONION_HOSTNAME": "<i>x</i>"}).test_client()
-    assert "<b>cheap</b>" not in html(client, "/pricing")
-    assert "&lt;b&gt;cheap&lt;/b&gt;" in html(client, "/pricing")
-    assert "<i>x</i>" not in html(client, "/help")
+    client = make_app({"public": {"security_contact": ["https://x.example/<b>r</b>"]}})
+    page = html(client.test_client(), "/contact")
+    assert "<b>r</b>" not in page and "&lt;b&gt;r&lt;/b&gt;" in page
 
 
 # --- help ------------------------------------------------------------------------------------
@@ -109,7 +110,13 @@ def test_help_shows_the_configured_host_names() -> None:
     onion = "a" * 56 + ".onion"
     i2p = "b" * 52 + ".b32.i2p"
     client = make_app(
-        {"MAIL_HOSTNAME": "imap.example.org", "ONION_HOSTNAME": onion, "I2P_HOSTNAME": i2p}
+        {
+            "public": {
+                "mail_hostname": "imap.example.org",
+                "onion_hostname": onion,
+                "i2p_hostname": i2p,
+            }
+        }
     ).test_client()
     page = html(client, "/help")
     assert "imap.example.org" in page and "mail.ddmail.test" not in page
@@ -139,10 +146,11 @@ def test_contact_lists_postmaster_abuse_and_security_txt(client: FlaskClient) ->
 
 def test_pricing_reads_the_config() -> None:
     page = html(make_app().test_client(), "/pricing")
-    assert "1 EUR" in page and "Voucher" in page and "payment reference" in page
-    client = make_app({"PRICE_PER_MONTH": "30 SEK", "PRICE_NOTE": "Billed monthly."})
+    assert "1.00 EUR per started GB per month" in page
+    assert "Voucher" in page and "payment reference" in page
+    client = make_app({"web": {"price_cents_per_gb_month": 3000, "currency": "SEK"}})
     page = html(client.test_client(), "/pricing")
-    assert "30 SEK" in page and "Billed monthly." in page and "1 EUR" not in page
+    assert "30.00 SEK per started GB per month" in page and "EUR" not in page
 
 
 def test_terms_page_exists(client: FlaskClient) -> None:
@@ -182,8 +190,8 @@ def test_security_txt_has_the_rfc_9116_fields(client: FlaskClient) -> None:
 def test_security_txt_uses_the_configured_panel_url_and_contact() -> None:
     client = make_app(
         {
-            "PANEL_URL": "https://panel.example.org/",
-            "SECURITY_CONTACT": ["sec@example.org", "https://example.org/report"],
+            "web": {"panel_url": "https://panel.example.org/"},
+            "public": {"security_contact": ["sec@example.org", "https://example.org/report"]},
         }
     ).test_client()
     got = fields(client.get("/.well-known/security.txt").get_data(as_text=True))
@@ -192,9 +200,21 @@ def test_security_txt_uses_the_configured_panel_url_and_contact() -> None:
     assert got["Contact"] == ["mailto:sec@example.org", "https://example.org/report"]
 
 
-def test_security_txt_refuses_a_config_value_that_would_add_a_field() -> None:
-    app = make_app({"PANEL_URL": "https://x.example\nContact: mailto:evil@example.org"})
-    assert app.test_client().get("/.well-known/security.txt").status_code == 500
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"web": {"panel_url": "https://x.example\nContact: mailto:evil@example.org"}},
+        {"public": {"security_contact": ["a@example.org\nPolicy: x"]}},
+        {"web": {"global_domain": 'x"><evil/>'}},
+        {"public": {"onion_hostname": "example.org"}},
+        {"public": {"imaps_port": 0}},
+    ],
+)
+def test_config_refuses_a_value_that_would_break_a_public_page(
+    sections: dict[str, dict[str, object]],
+) -> None:
+    with pytest.raises(ConfigError):
+        make_app(sections)
 
 
 # --- MTA-STS ---------------------------------------------------------------------------------
@@ -211,7 +231,7 @@ def test_mta_sts_policy_is_exact_with_crlf(client: FlaskClient) -> None:
 
 def test_mta_sts_policy_reads_mode_and_mx_from_config() -> None:
     client = make_app(
-        {"MTA_STS_MODE": "testing", "MTA_STS_MX": ["mx1.example.org", "*.Example.NET"]}
+        {"public": {"mta_sts_mode": "testing", "mta_sts_mx": ["mx1.example.org", "*.Example.NET"]}}
     ).test_client()
     assert client.get("/.well-known/mta-sts.txt").get_data() == (
         b"version: STSv1\r\nmode: testing\r\n"
@@ -219,21 +239,24 @@ def test_mta_sts_policy_reads_mode_and_mx_from_config() -> None:
     )
 
 
-def test_mta_sts_mx_defaults_to_the_mail_hostname() -> None:
-    client = make_app({"MAIL_HOSTNAME": "smtp.example.org"}).test_client()
-    assert b"\r\nmx: smtp.example.org\r\n" in client.get("/.well-known/mta-sts.txt").get_data()
+def test_mta_sts_names_the_configured_mail_host_not_mail_dot_global_domain() -> None:
+    client = make_app({"backend": {"mail_hostname": "mx.example.net"}}).test_client()
+    assert client.get("/.well-known/mta-sts.txt").get_data() == (
+        b"version: STSv1\r\nmode: enforce\r\nmx: mx.example.net\r\nmax_age: 604800\r\n"
+    )
 
 
 @pytest.mark.parametrize(
-    "config",
+    "public",
     [
-        {"MTA_STS_MODE": "reject"},
-        {"MTA_STS_MX": ["mx.example.org\r\nmode: none"]},
-        {"MTA_STS_MX": ["not a host"]},
+        {"mta_sts_mode": "reject"},
+        {"mta_sts_mx": ["mx.example.org\r\nmode: none"]},
+        {"mta_sts_mx": ["not a host"]},
     ],
 )
-def test_mta_sts_refuses_a_bad_config(config: dict[str, object]) -> None:
-    assert make_app(config).test_client().get("/.well-known/mta-sts.txt").status_code == 500
+def test_mta_sts_refuses_a_bad_config(public: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        make_app({"public": public})
 
 
 # --- autoconfig ------------------------------------------------------------------------------
@@ -281,7 +304,21 @@ def test_autoconfig_never_reflects_the_query(client: FlaskClient) -> None:
     parse(body)
 
 
-def test_autoconfig_escapes_config_values() -> None:
-    body = make_app({"GLOBAL_DOMAIN": 'x"><evil/>'}).test_client().get(AUTOCONFIG).get_data()
-    assert b"<evil" not in body
-    assert parse(body).find("emailProvider/domain") is not None
+def test_autoconfig_names_the_configured_mail_host_and_ports() -> None:
+    client = make_app(
+        {
+            "backend": {"mail_hostname": "mx.example.net"},
+            "public": {"imaps_port": 10993, "submission_port": 10587, "submissions_port": 10465},
+        }
+    ).test_client()
+    provider = parse(client.get(AUTOCONFIG).get_data()).find("emailProvider")
+    assert provider is not None
+    servers = [server(s)[:3] for s in provider if s.tag.endswith("Server")]
+    assert servers == [
+        ("mx.example.net", "10993", "SSL"),
+        ("mx.example.net", "10465", "SSL"),
+        ("mx.example.net", "10587", "STARTTLS"),
+    ]
+    help_page = html(client, "/help")
+    assert "mx.example.net" in help_page and "mail.ddmail.test" not in help_page
+    assert all(port in help_page for port in ("10993", "10587", "10465"))
