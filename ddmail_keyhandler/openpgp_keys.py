@@ -653,6 +653,7 @@ class OpenPgpKeys:
                     OpenPgpKey.expires_at.is_not(None),
                     OpenPgpKey.expires_at > now,
                     OpenPgpKey.expires_at <= now + within,
+                    OpenPgpKey.unusable.is_(None),  # nothing can be encrypted to it
                 )
             ).all()
         return [(str(a), str(k), int(e or 0)) for a, k, e, warned in rows if warned != e]
