@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -393,6 +394,10 @@ def test_a_refreshed_key_uploaded_again_is_updated_and_stays_active(
     act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.refreshable_fpr)
     old_expiry, old_key, _ = stored_key(svc, keys.refreshable_fpr)
     assert "Expires soon" in page_of(browser.get(PAGE))
+    store = OpenPgpKeys(Database(svc.cfg.db_url))
+    now = int(time.time())
+    assert [e for _, _, e in store.expiring(14 * 86400, now)] == [old_expiry]
+    store.mark_warned("alice@ddmail.test", int(str(old_expiry)))  # the two-week notice went out
 
     resp = upload(browser, keys.refreshed)
     page = page_of(resp)
@@ -406,8 +411,11 @@ def test_a_refreshed_key_uploaded_again_is_updated_and_stays_active(
     assert db_rows(svc, "SELECT address, fingerprint FROM keyhandler_openpgp_activations") == [
         ("alice@ddmail.test", keys.refreshable_fpr)
     ]
-    # The delivery stage reads the updated key.
-    assert OpenPgpKeys(Database(svc.cfg.db_url)).active_key("alice@ddmail.test") == new_key
+    # The delivery stage reads the updated key; the notice is due again only for the new
+    # expiry, when that comes near.
+    assert store.active_key("alice@ddmail.test") == new_key
+    assert store.expiring(14 * 86400, now) == []
+    assert [e for _, _, e in store.expiring(3 * 365 * 86400, now)] == [new_expiry]
     assert "openpgp key updated" in page_of(browser.get("/settings/audit"))
 
 
