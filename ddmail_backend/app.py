@@ -281,7 +281,8 @@ def create_app(
     def upload_openpgp_key() -> Response:
         data = json_body()
         account = field(data, "account", str, 64)
-        return json_response(201, openpgp.upload(account, field(data, "key", str, MAX_BODY)))
+        made = openpgp.upload(account, field(data, "key", str, MAX_BODY))
+        return json_response(200 if made["updated"] else 201, made)  # updated: same fingerprint
 
     @app.post("/v1/openpgp/activate")
     @authenticated(PANEL)

@@ -117,7 +117,8 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
     def openpgp_upload() -> Response:
         data = json_body()
         account = field(data, "account", str, 64)
-        return json_response(201, openpgp.upload(account, field(data, "key", str, MAX_BODY)))
+        made = openpgp.upload(account, field(data, "key", str, MAX_BODY))
+        return json_response(200 if made["updated"] else 201, made)  # updated: same fingerprint
 
     @app.get("/v1/openpgp/keys")
     @authenticated(BACKEND)

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +31,21 @@ from sqlalchemy.exc import IntegrityError
 from ddmail_common.db import Database
 from ddmail_common.errors import ApiError, bad_request, conflict, not_found, rule_violated
 from ddmail_keyhandler.models import MailboxKey
+from ddmail_keyhandler.openpgp_judge import (
+    FINGERPRINT,
+    KeyUnusable,
+    algorithm,
+    date,
+    expiry,
+    judge,
+)
 from ddmail_keyhandler.openpgp_models import OpenPgpActivation, OpenPgpKey
+from ddmail_keyhandler.openpgp_uids import uids_for
 
 MAX_KEY_BYTES = 64 * 1024
 MAX_KEYS_PER_ACCOUNT = 50
 MAX_UIDS = 20
 MAX_UID_CHARS = 200
-MIN_RSA_BITS = 2048
-FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 FINGERPRINT_LENGTH = {4: 40, 6: 64}
 
 # OpenPGP packet tags (RFC 9580 §5).
@@ -55,22 +62,6 @@ KEY_PACKETS = {
     PADDING,
 }
 
-# gpg's public-key algorithm numbers, for display.
-ALGORITHMS = {
-    "1": "rsa",
-    "2": "rsa",
-    "3": "rsa",
-    "16": "elgamal",
-    "17": "dsa",
-    "18": "ecdh",
-    "19": "ecdsa",
-    "22": "eddsa",
-    "25": "x25519",
-    "26": "x448",
-    "27": "ed25519",
-    "28": "ed448",
-}
-SIZED = {"rsa", "elgamal", "dsa"}
 ARMOR = re.compile(
     r"-----BEGIN PGP ([A-Z0-9 ,/]+)-----[ \t]*\r?\n(.*?)-----END PGP \1-----", re.DOTALL
 )
@@ -91,10 +82,6 @@ def refused(message: str, code: str) -> ApiError:
 
 def changed_meanwhile() -> ApiError:
     return conflict("The key changed meanwhile; reload the page and try again.", "key_changed")
-
-
-def _date(timestamp: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
 # -- the bytes of an upload -----------------------------------------------------------------
@@ -268,77 +255,10 @@ class ValidKey:
     uids: list[str]
     created_at: int
     expires_at: int | None
-
-
-def _algo(info: dict[str, Any]) -> str:
-    name = ALGORITHMS.get(str(info.get("algo", "")), f"algorithm {info.get('algo', '?')}")
-    if info.get("curve"):
-        return str(info["curve"])
-    return f"{name}{info.get('length', '')}" if name in SIZED else name
-
-
-def _expiry(info: dict[str, Any]) -> int | None:
-    value = str(info.get("expires") or "")
-    return int(value) if value.isdigit() else None
-
-
-def _usable(info: dict[str, Any], now: int) -> bool:
-    expires = _expiry(info)
-    return info.get("trust") not in ("r", "e", "i") and (expires is None or expires > now)
-
-
-def _weak(info: dict[str, Any]) -> bool:
-    name = ALGORITHMS.get(str(info.get("algo", "")), "")
-    length = str(info.get("length") or "0")
-    return name in ("rsa", "elgamal") and length.isdigit() and int(length) < MIN_RSA_BITS
-
-
-def _judge(listed: dict[str, Any], now: int) -> tuple[int | None, str]:
-    """Check the listed key; return (when it stops being able to encrypt, algorithm name)."""
-    if listed.get("trust") == "r":
-        raise refused("This key is revoked: upload a key that is still in use.", "key_revoked")
-    primary_expiry = _expiry(listed)
-    if listed.get("trust") == "e" or (primary_expiry is not None and primary_expiry <= now):
-        when = f" on {_date(primary_expiry)}" if primary_expiry else ""
-        raise refused(
-            f"This key expired{when}. Extend it (gpg --quick-set-expire) and upload it again.",
-            "key_expired",
-        )
-    if listed.get("trust") == "i":
-        raise refused("gpg considers this key invalid.", "key_invalid")
-    candidates = []
-    if "e" in str(listed.get("cap", "")):
-        candidates.append(listed)
-    for info in (listed.get("subkey_info") or {}).values():
-        if "e" in str(info.get("cap", "")):
-            candidates.append(info)
-    if not candidates:
-        raise refused(
-            "This key cannot encrypt: it has no encryption subkey. Add one "
-            "(gpg --quick-add-key FINGERPRINT cv25519 encr) and upload the key again.",
-            "cannot_encrypt",
-        )
-    alive = [c for c in candidates if _usable(c, now)]
-    if not alive:
-        raise refused(
-            "The encryption subkey of this key is expired or revoked. Add a new one or extend "
-            "it, then upload the key again.",
-            "encryption_key_expired",
-        )
-    strong = [c for c in alive if not _weak(c)]
-    if not strong:
-        raise refused(
-            f"The encryption key is too weak: RSA and ElGamal keys need at least {MIN_RSA_BITS} "
-            "bits.",
-            "weak_key",
-        )
-    # gpg's own summary of usable capabilities must agree ("E" in the primary's field).
-    if "E" not in str(listed.get("cap", "")):
-        raise refused("gpg finds no usable encryption key in this key.", "cannot_encrypt")
-    ends = [_expiry(c) for c in strong]
-    last = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
-    limits = [t for t in (primary_expiry, last) if t is not None]
-    return (min(limits) if limits else None), _algo(listed)
+    # The stored key this upload was merged into (a re-upload of a key the account has).
+    previous: str | None = None
+    # Why the merged key cannot encrypt now (say it was revoked); a new key is refused instead.
+    unusable: str | None = None
 
 
 def _uids(listed: dict[str, Any], uid_map: dict[str, Any]) -> list[str]:
@@ -352,8 +272,47 @@ def _uids(listed: dict[str, Any], uid_map: dict[str, Any]) -> list[str]:
     return shown[:MAX_UIDS]
 
 
-def validate(data: bytes, now: int | None = None, gpgbinary: str = "gpg") -> ValidKey:
-    """Validate the binary packets of one uploaded public key; raise ApiError to refuse."""
+def _unreadable(version: int) -> ApiError:
+    if version == 6:
+        return refused(
+            "The GnuPG on this server cannot read version 6 keys yet. Upload a version 4 key.",
+            "unsupported_version",
+        )
+    return invalid(
+        "gpg could not read this key: it may be damaged, or lack a valid self-signature or "
+        "user ID.",
+        "unreadable_key",
+    )
+
+
+def _one_key(gpg: Any, version: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The single key in GPG's home: (its listing, the uid map, its fingerprint)."""
+    listing = gpg.list_keys()
+    if len(listing) != 1:
+        raise _unreadable(version)
+    listed = listing[0]
+    fingerprint = str(listed.get("fingerprint", "")).upper()
+    if len(fingerprint) != FINGERPRINT_LENGTH[version] or not FINGERPRINT.fullmatch(fingerprint):
+        raise invalid("gpg reports an unexpected fingerprint for this key.", "unreadable_key")
+    return listed, listing.uid_map, fingerprint
+
+
+def never_stored(fingerprint: str) -> str | None:
+    return None
+
+
+def validate(
+    data: bytes,
+    now: int | None = None,
+    gpgbinary: str = "gpg",
+    stored: Callable[[str], str | None] = never_stored,
+) -> ValidKey:
+    """Validate the binary packets of one uploaded public key; raise ApiError to refuse.
+
+    STORED gives the armored key already kept under a fingerprint, if any: the upload is then
+    merged into it as gpg --import merges (newer self-signatures, new subkeys and user IDs,
+    revocations; nothing is dropped), and the merged key is judged and kept even when it can no
+    longer encrypt, so that a revocation reaches the delivery stage."""
     now = int(time.time()) if now is None else now
     if len(data) > MAX_KEY_BYTES:
         raise too_large()
@@ -365,38 +324,37 @@ def validate(data: bytes, now: int | None = None, gpgbinary: str = "gpg") -> Val
         imported = gpg.import_keys(data)
         if int(getattr(imported, "sec_read", 0) or 0):
             raise refused(PRIVATE_KEY_REFUSAL, "secret_key")
-        listing = gpg.list_keys()
-        if imported.count != 1 or len(listing) != 1:
-            if version == 6:
-                raise refused(
-                    "The GnuPG on this server cannot read version 6 keys yet. Upload a "
-                    "version 4 key.",
-                    "unsupported_version",
-                )
-            raise invalid(
-                "gpg could not read this key: it may be damaged, or lack a valid "
-                "self-signature or user ID.",
-                "unreadable_key",
-            )
-        listed = listing[0]
-        fingerprint = str(listed.get("fingerprint", "")).upper()
-        if len(fingerprint) != FINGERPRINT_LENGTH[version] or not FINGERPRINT.fullmatch(
-            fingerprint
-        ):
-            raise invalid("gpg reports an unexpected fingerprint for this key.", "unreadable_key")
-        expires_at, algo = _judge(listed, now)
+        if imported.count != 1:
+            raise _unreadable(version)
+        listed, uid_map, fingerprint = _one_key(gpg, version)
+        previous = stored(fingerprint)
+        if previous is not None:
+            gpg.import_keys(upload_bytes(previous))
+            listed, uid_map, merged = _one_key(gpg, version)
+            if merged != fingerprint:
+                raise invalid("gpg could not merge this key.", "unreadable_key")
+        unusable = None
+        try:
+            verdict = judge(listed, now)
+            expires_at, algo = verdict.usable_until, verdict.algorithm
+        except KeyUnusable as exc:
+            if previous is None:
+                raise refused(exc.message, exc.code) from None
+            unusable, expires_at, algo = exc.reason, expiry(listed), algorithm(listed)
         armored = gpg.export_keys(fingerprint, armor=True, minimal=True)
     if "-----BEGIN PGP PUBLIC KEY BLOCK-----" not in armored:
         raise invalid("gpg could not export this key.", "unreadable_key")
-    date = str(listed.get("date") or "0")
+    created = str(listed.get("date") or "0")
     return ValidKey(
         fingerprint=fingerprint,
         key_version=version,
         primary_algo=algo[:32],
         public_key=armored,
-        uids=_uids(listed, listing.uid_map),
-        created_at=int(date) if date.isdigit() else 0,
+        uids=_uids(listed, uid_map),
+        created_at=int(created) if created.isdigit() else 0,
         expires_at=expires_at,
+        previous=previous,
+        unusable=unusable,
     )
 
 
@@ -426,16 +384,21 @@ def grouped(fingerprint: str) -> str:
 def _view(
     key: OpenPgpKey, mailboxes: list[str], now: int, failures: dict[str, str]
 ) -> dict[str, Any]:
+    uids = json.loads(key.uids)
     return {
         "fingerprint": key.fingerprint,
         "key_version": key.key_version,
         "algorithm": key.primary_algo,
-        "uids": json.loads(key.uids),
+        "uids": uids,
         "created_at": key.created_at,
         "expires_at": key.expires_at,
         "uploaded_at": key.uploaded_at,
         "expired": key.expires_at is not None and key.expires_at <= now,
+        "unusable": key.unusable,
         "mailboxes": mailboxes,
+        # address → the user IDs the Web Key Directory publishes with the key for it (wkd.py);
+        # none: the key is not published for that address
+        "published": {m: uids_for(m, uids) for m in mailboxes},
         # address → why mail to it is being held back right now
         "failures": {m: failures[m] for m in mailboxes if m in failures},
     }
@@ -464,9 +427,18 @@ class OpenPgpKeys:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _stored(self, account: str, fingerprint: str) -> str | None:
+        with self.db.session() as s:
+            row = s.get(OpenPgpKey, (account, fingerprint))
+            return None if row is None else row.public_key
+
     def upload(self, account: str, key: str) -> dict[str, Any]:
-        valid = validate_upload(key)
+        """Add a key, or update the account's copy of it (same fingerprint): the answer says
+        which ("updated") and whether anything in it changed."""
+        valid = validate(upload_bytes(key), stored=lambda fpr: self._stored(account, fpr))
         now = int(time.time())
+        if valid.previous is not None:
+            return self._update(account, valid, now)
         row = OpenPgpKey(
             account=account,
             fingerprint=valid.fingerprint,
@@ -478,11 +450,8 @@ class OpenPgpKeys:
             expires_at=valid.expires_at,
             uploaded_at=now,
         )
-        duplicate = conflict("This key is already in your account.", "key_exists")
         try:
             with self.db.session() as s:
-                if s.get(OpenPgpKey, (account, valid.fingerprint)) is not None:
-                    raise duplicate
                 held = s.scalar(
                     select(func.count())
                     .select_from(OpenPgpKey)
@@ -496,8 +465,33 @@ class OpenPgpKeys:
                     )
                 s.add(row)
         except IntegrityError:  # a concurrent upload of the same key won
-            raise duplicate from None
-        return _view(row, [], now, {})
+            raise changed_meanwhile() from None
+        return {**_view(row, [], now, {}), "updated": False, "changed": True}
+
+    def _update(self, account: str, valid: ValidKey, now: int) -> dict[str, Any]:
+        """Store the merged key in place of the one it was merged into. Its activations stay:
+        the delivery stage reads the key afresh for every message, so a revocation or new
+        subkey counts from the next delivery, and a new expiry is warned about anew."""
+        live = {a.address for a in self._live_activations(account)}
+        with self.db.session() as s:
+            row = s.get(OpenPgpKey, (account, valid.fingerprint))
+            if row is None or row.public_key != valid.previous:
+                raise changed_meanwhile()
+            changed = row.public_key != valid.public_key or row.unusable != valid.unusable
+            row.public_key = valid.public_key
+            row.uids = json.dumps(valid.uids)
+            row.primary_algo = valid.primary_algo
+            row.expires_at = valid.expires_at
+            row.unusable = valid.unusable
+            using = s.execute(
+                select(OpenPgpActivation.address).where(
+                    OpenPgpActivation.account == account,
+                    OpenPgpActivation.fingerprint == valid.fingerprint,
+                )
+            ).scalars()
+            mailboxes = sorted(a for a in using if a in live)
+            view = _view(row, mailboxes, now, {})
+        return {**view, "updated": True, "changed": changed}
 
     def _live_activations(self, account: str) -> list[OpenPgpActivation]:
         """Activations whose mailbox still exists (a removed mailbox loses its key row first;
@@ -555,9 +549,14 @@ class OpenPgpKeys:
                 raise not_found("No such mailbox in this account.")
             if key.expires_at is not None and key.expires_at <= now:
                 raise refused(
-                    f"This key expired on {_date(key.expires_at)}. Upload the renewed key and "
-                    "activate that.",
+                    f"This key expired on {date(key.expires_at)}. Extend it "
+                    "(gpg --quick-set-expire) and upload it again.",
                     "key_expired",
+                )
+            if key.unusable is not None:
+                raise refused(
+                    f"This key cannot encrypt any more ({key.unusable}). Activate another key.",
+                    "key_unusable",
                 )
             current = s.get(OpenPgpActivation, address)
             previous = None
@@ -654,6 +653,7 @@ class OpenPgpKeys:
                     OpenPgpKey.expires_at.is_not(None),
                     OpenPgpKey.expires_at > now,
                     OpenPgpKey.expires_at <= now + within,
+                    OpenPgpKey.unusable.is_(None),  # nothing can be encrypted to it
                 )
             ).all()
         return [(str(a), str(k), int(e or 0)) for a, k, e, warned in rows if warned != e]

@@ -28,6 +28,9 @@ class OpenPgpKey(Base):
     # expires); None: never.
     expires_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     uploaded_at: Mapped[int] = mapped_column(Integer)
+    # Why the key cannot encrypt although it has not expired (a re-upload revoked it, say);
+    # None: it can. Mail to mailboxes using it is held back, never stored unencrypted.
+    unusable: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class OpenPgpActivation(Base):

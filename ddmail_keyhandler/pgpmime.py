@@ -20,7 +20,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import hashlib
-import math
 import os
 import re
 import secrets
@@ -37,6 +36,8 @@ from email.utils import collapse_rfc2231_value
 from typing import Any
 
 import gnupg
+
+from ddmail_keyhandler.openpgp_judge import KeyUnusable, Verdict, judge
 
 # Copied into the encrypted part so the reader's client can show the real values.
 PROTECTED = frozenset(
@@ -329,34 +330,16 @@ def _outer_message(message: _Message, armor: bytes) -> bytes:
 # -- gpg ---------------------------------------------------------------------------------------
 
 
-def _expiry(info: dict[str, Any]) -> float:
-    value = str(info.get("expires") or "")
-    return float(value) if value.isdigit() else math.inf
-
-
-def _usable(info: dict[str, Any], now: float) -> bool:
-    return info.get("trust") not in ("r", "e", "i") and _expiry(info) > now
-
-
-def _usable_until(listed: dict[str, Any], now: float) -> float:
-    """When the key stops being able to encrypt (inf: never); raise if it cannot now."""
-    trust = listed.get("trust")
-    if trust == "r":
-        raise EncryptionError("the key is revoked")
-    if trust == "e" or _expiry(listed) <= now:
-        raise EncryptionError("the key has expired")
-    if trust == "i":
-        raise EncryptionError("gpg considers the key invalid")
-    candidates = [*(listed.get("subkey_info") or {}).values(), listed]
-    ends = [
-        _expiry(info)
-        for info in candidates
-        if "e" in str(info.get("cap", "")) and _usable(info, now)
-    ]
-    # gpg's summary of the whole key ("E": some key can encrypt now) must agree with ours.
-    if not ends or "E" not in str(listed.get("cap", "")):
-        raise EncryptionError("the key has no usable encryption (sub)key")
-    return min(_expiry(listed), max(ends))
+def _judged(listing: Any, now: int) -> Verdict:
+    """The verdict on the one key gpg lists (the upload check's own judgement)."""
+    if len(listing) != 1:
+        raise EncryptionError(
+            f"the key data does not hold exactly one public key (gpg read {len(listing)})"
+        )
+    try:
+        return judge(listing[0], now)
+    except KeyUnusable as exc:
+        raise EncryptionError(exc.reason) from None
 
 
 @dataclass
@@ -366,13 +349,22 @@ class _KeyHome:
     directory: tempfile.TemporaryDirectory[str]
     gpg: Any  # gnupg.GPG, bound to the directory
     fingerprint: str
-    usable_until: float
+    verdict: Verdict
     users: int = 0
     evicted: bool = False
 
+    def recipient(self, now: int) -> str:
+        """The one (sub)key to encrypt to now, named so that gpg takes exactly that one. When
+        the chosen subkey has expired since, the key is judged again (another strong subkey
+        may take over)."""
+        chosen_until = self.verdict.chosen_until
+        if chosen_until is not None and now >= chosen_until:
+            self.verdict = _judged(self.gpg.list_keys(), now)
+        return f"{self.verdict.encrypt_to}!"
+
 
 def _import(key: bytes, gnupg_binary: str) -> _KeyHome:
-    now = time.time()
+    now = int(time.time())
     # A fresh 0700 directory (mkdtemp's mode); gpg gets no environment of ours, so neither
     # GNUPGHOME nor an agent socket of this process can reach it.
     directory = tempfile.TemporaryDirectory(prefix="ddmail-pgpmime-")
@@ -396,11 +388,11 @@ def _import(key: bytes, gnupg_binary: str) -> _KeyHome:
         fingerprint = str(listed.get("fingerprint", "")).upper()
         if fingerprint != str(imported.fingerprints[0]).upper():
             raise EncryptionError("gpg reports inconsistent fingerprints for the key")
-        usable_until = _usable_until(listed, now)
+        verdict = _judged(listing, now)
     except BaseException:
         directory.cleanup()
         raise
-    return _KeyHome(directory, gpg, fingerprint, usable_until)
+    return _KeyHome(directory, gpg, fingerprint, verdict)
 
 
 class _KeyHomes:
@@ -408,9 +400,10 @@ class _KeyHomes:
 
     Keyed by a hash of the exact key bytes and the gpg binary, not by fingerprint: a key with a
     new subkey, expiry or revocation has other bytes and gets its own freshly checked home.
-    Each home holds one key and gpg is told that key's fingerprint, so a message can only be
-    encrypted to the key its caller passed. Encrypting writes nothing to a home, so threads
-    share one; a home evicted while in use is removed by its last user."""
+    Each home holds one key and gpg is told the fingerprint of the one (sub)key the shared
+    judgement chose, with "!", so a message can only be encrypted to that (sub)key of the key
+    its caller passed, never to a weak subkey gpg would pick itself. Encrypting writes nothing
+    to a home, so threads share one; a home evicted while in use is removed by its last user."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -460,11 +453,10 @@ _HOMES = _KeyHomes(CACHED_KEYS)
 
 def _encrypt(data: bytes, key: bytes, gnupg_binary: str) -> bytes:
     with _HOMES.borrow(key, gnupg_binary) as home:
-        if time.time() >= home.usable_until:
-            raise EncryptionError("the key has expired")
         try:
+            recipient = home.recipient(int(time.time()))
             # Bytes in: python-gnupg only encodes str (as latin-1), so nothing is transcoded.
-            result = home.gpg.encrypt(data, home.fingerprint, armor=True, always_trust=True)
+            result = home.gpg.encrypt(data, recipient, armor=True, always_trust=True)
         except (OSError, ValueError):
             raise EncryptionError(
                 "gpg failed to encrypt (it could not run or stopped early)"

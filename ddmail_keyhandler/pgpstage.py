@@ -170,7 +170,8 @@ def expiry_notice(address: str, expires_at: int, sender_domain: str) -> bytes:
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"The OpenPGP key that incoming mail to {address} is encrypted to expires on {day}.\r\n"
         "After that, mail to this mailbox is held back on the server (never stored\r\n"
-        "unencrypted) until you upload a renewed key and activate it in the panel.\r\n"
+        "unencrypted). Extend it (gpg --quick-set-expire) and upload it again on the\r\n"
+        "panel's OpenPGP page: it is updated there and stays active.\r\n"
     ).encode()
 
 

@@ -8,7 +8,7 @@ import base64
 import time
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
@@ -110,8 +110,35 @@ def keys() -> Response | Page:
     made, status = _call("/v1/openpgp/keys", {"account": g.account.id, "key": _key_text(data)})
     if made is None:
         return _page(status, upload_form=form)
+    if made.get("updated"):
+        return _updated(made)
     record("openpgp_key_uploaded", grouped(made["fingerprint"]))
     return redirect(url_for("openpgp.keys", uploaded=made["fingerprint"]))
+
+
+def _updated(made: dict[str, Any]) -> Response:
+    """A re-upload of a key the account has: it was merged into the stored one."""
+    shown = grouped(str(made["fingerprint"]))
+    if not made.get("changed"):
+        flash(f"The key {shown} is already in your account; nothing in it changed.", "success")
+        return redirect(url_for("openpgp.keys"))
+    record("openpgp_key_updated", shown)
+    mailboxes = ", ".join(made.get("mailboxes", []))
+    if made.get("unusable") or made.get("expired"):
+        why = made.get("unusable") or "it has expired"
+        held = (
+            f" Mail for {mailboxes} is held back until you activate another key."
+            if mailboxes
+            else ""
+        )
+        flash(f"Key updated: {shown} can no longer encrypt ({why}).{held}", "error")
+    else:
+        until = made.get("expires_at")
+        utc = current_app.jinja_env.filters["utc"]  # the date format of every panel page
+        ends = f"it encrypts until {utc(int(until))} UTC" if until else "it has no expiry"
+        still = f"; it stays active for {mailboxes}" if mailboxes else ""
+        flash(f"Key updated: {shown} now holds what you uploaded; {ends}{still}.", "success")
+    return redirect(url_for("openpgp.keys"))
 
 
 @bp.post("/openpgp/activate")

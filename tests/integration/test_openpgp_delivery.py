@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import signal
 import subprocess
 import time
@@ -40,26 +41,28 @@ class Recipient:
         return bytes(result.data)
 
 
-def make_key(home: Path, uid: str, expire: str = "never") -> bytes:
+def run_gpg(home: Path, *args: str) -> bytes:
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--passphrase", ""]
+    done = subprocess.run(
+        [*gpg, "--pinentry-mode", "loopback", *args], check=True, capture_output=True
+    )
+    return done.stdout
+
+
+def export(home: Path) -> bytes:
+    return bytes(gnupg.GPG(gnupghome=str(home)).export_keys(fingerprint_in(home)).encode())
+
+
+def fingerprint_in(home: Path) -> str:
+    return str(gnupg.GPG(gnupghome=str(home)).list_keys()[0]["fingerprint"])
+
+
+def make_key(home: Path, uid: str, expire: str = "never", *when: str) -> bytes:
+    """An ed25519 key with a cv25519 encryption subkey (made at WHEN, e.g. a faked time)."""
     home.mkdir(mode=0o700, parents=True)
-    gpg = [
-        "gpg",
-        "--homedir",
-        str(home),
-        "--batch",
-        "--passphrase",
-        "",
-        "--pinentry-mode",
-        "loopback",
-    ]
-    subprocess.run(
-        [*gpg, "--quick-gen-key", uid, "ed25519", "sign", expire], check=True, capture_output=True
-    )
-    fpr = gnupg.GPG(gnupghome=str(home)).list_keys()[0]["fingerprint"]
-    subprocess.run(
-        [*gpg, "--quick-add-key", fpr, "cv25519", "encr", expire], check=True, capture_output=True
-    )
-    return bytes(gnupg.GPG(gnupghome=str(home)).export_keys(fpr).encode())
+    run_gpg(home, *when, "--quick-gen-key", uid, "ed25519", "sign", expire)
+    run_gpg(home, *when, "--quick-add-key", fingerprint_in(home), "cv25519", "encr", expire)
+    return export(home)
 
 
 def activate(stack: RunningStack, address: str, public: bytes) -> str:
@@ -364,3 +367,103 @@ def test_owner_is_warned_by_mail_before_the_key_expires(
     start_stage(stack)
     time.sleep(2)
     assert len(notices()) == 1  # once per expiry date
+
+
+def test_wkd_publishes_only_the_user_id_of_the_mailbox_through_the_stack(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from ddmail_keyhandler.wkd import wkd_hash
+
+    address, _ = stack.new_mailbox()
+    home = tmp_path / "uids"
+    make_key(home, f"Real Name <{address}>")
+    run_gpg(home, "--quick-add-uid", fingerprint_in(home), "Other <other@elsewhere.example>")
+    run_gpg(home, "--quick-add-uid", fingerprint_in(home), "Just A Name")
+    activate(stack, address, export(home))
+    local, _, domain = address.partition("@")
+    hashed = wkd_hash(local)
+    for url in (
+        f"{stack.info['web_url']}/.well-known/openpgpkey/{domain}/hu/{hashed}?l={local}",
+        f"{stack.info['web_url']}/.well-known/openpgpkey/hu/{hashed}?l={local}",
+    ):
+        with urllib.request.urlopen(url, context=stack.tls()) as resp:
+            served = resp.read()
+        scratch = tmp_path / f"wkd-{uuid.uuid4().hex[:6]}"
+        scratch.mkdir(mode=0o700)
+        reader = gnupg.GPG(gnupghome=str(scratch))
+        assert reader.import_keys(served).fingerprints == [fingerprint_in(home)]
+        [listed] = reader.list_keys()
+        assert listed["uids"] == [f"Real Name <{address}>"]
+
+
+def test_a_refreshed_key_uploaded_again_is_updated_and_mail_keeps_flowing(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    address, password = stack.new_mailbox()
+    home = tmp_path / "refresh"
+    lifetime = 10
+    made_at = time.time()
+    fingerprint = activate(stack, address, make_key(home, f"R <{address}>", f"seconds={lifetime}"))
+    # The owner extends the key (primary and subkey) and uploads it again.
+    run_gpg(home, "--quick-set-expire", fingerprint, "1y")
+    run_gpg(home, "--quick-set-expire", fingerprint, "1y", "*")
+    client = stack.client()
+    updated = client.call(
+        "POST", "/v1/openpgp/keys", {"account": TEST_ACCOUNT, "key": export(home).decode()}
+    )
+    assert updated["updated"] is True and updated["changed"] is True
+    assert updated["mailboxes"] == [address]
+    listed = client.call("GET", f"/v1/openpgp/keys?account={TEST_ACCOUNT}")["keys"]
+    [key] = [k for k in listed if k["fingerprint"] == fingerprint]
+    assert key["mailboxes"] == [address] and key["expires_at"] > time.time() + 300 * 86400
+    # Once the first expiry has passed, mail is still delivered: encrypted to the updated key.
+    time.sleep(max(0.0, made_at + lifetime + 1 - time.time()))
+    marker = uuid.uuid4().hex
+    raw = message(
+        f"From: a@example.org\nTo: {address}\nSubject: after {marker}\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        b"still private\r\n",
+    )
+    send_raw(stack, "a@example.org", [address], raw)
+    owner = Recipient(address, password, export(home), home)
+    assert body_of(owner.decrypt(newest(stack, owner, marker))) == b"still private\r\n"
+
+
+def test_delivery_encrypts_only_to_the_strong_subkey_never_a_newer_weak_one(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    address, password = stack.new_mailbox()
+    home = tmp_path / "mixed"
+    make_key(home, f"M <{address}>", "never", "--faked-system-time=20240101T000000")
+    run_gpg(home, "--quick-add-key", fingerprint_in(home), "rsa1024", "encr", "never")
+    subkeys = [
+        line.split(":")
+        for line in run_gpg(home, "--with-colons", "--list-keys").decode().splitlines()
+        if line.startswith("sub:")
+    ]
+    strong = next(row[4] for row in subkeys if row[3] == "18")  # cv25519 (ECDH)
+    weak = next(row[4] for row in subkeys if row[3] == "1")  # RSA-1024, the newer one
+    activate(stack, address, export(home))  # accepted: it has a strong encryption subkey
+    marker = uuid.uuid4().hex
+    raw = message(
+        f"From: a@example.org\nTo: {address}\nSubject: s {marker}\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        b"for the strong key only\r\n",
+    )
+    send_raw(stack, "a@example.org", [address], raw)
+    owner = Recipient(address, password, export(home), home)
+    stored = newest(stack, owner, marker)
+    armored = email.message_from_bytes(stored).get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
+    scratch = tmp_path / "packets"
+    scratch.mkdir(mode=0o700)
+    listed = subprocess.run(
+        ["gpg", "--homedir", str(scratch), "--batch", "--list-packets"],
+        input=armored,
+        capture_output=True,
+        check=False,
+    ).stdout.decode()
+    assert re.findall(r":pubkey enc packet: .*keyid ([0-9A-F]{16})", listed) == [strong]
+    assert weak not in listed
+    assert body_of(owner.decrypt(stored)) == b"for the strong key only\r\n"

@@ -28,6 +28,10 @@ from ddmail_keyhandler.openpgp_keys import (
 )
 
 PAST = "--faked-system-time=20200101T000000"
+# Two past moments a day apart, so that a key's subkeys have distinct creation times (gpg picks
+# the newest encryption subkey itself).
+EARLIER = "--faked-system-time=20240101T000000"
+LATER = "--faked-system-time=20240102T000000"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,18 @@ class PgpKeys:
     weak: str  # RSA 1024 that can encrypt
     two: str  # good + sign_only in one armored block
     secret: str  # a secret key export
+    revoked_before: str  # the revoked key as exported before its revocation
+    revoked_fpr: str
+    two_uids: str  # user IDs for alice@ddmail.test, alice@elsewhere.example and a bare name
+    two_uids_fpr: str
+    # A strong cv25519 encryption subkey and a newer weak RSA-1024 one.
+    mixed: str
+    mixed_fpr: str
+    mixed_strong: str  # key id of the cv25519 subkey
+    mixed_weak: str  # key id of the RSA-1024 subkey
+    refreshable: str  # expires in ten days
+    refreshed: str  # the same key, extended (primary and subkey) to two years
+    refreshable_fpr: str
 
 
 class Gpg:
@@ -61,8 +77,17 @@ class Gpg:
         return done.stdout
 
     def fingerprint(self, name: str) -> str:
-        listing = self("--with-colons", "--list-keys", f"<{name}@example.org>").decode()
+        return self.fingerprint_of(f"{name}@example.org")
+
+    def fingerprint_of(self, address: str) -> str:
+        listing = self("--with-colons", "--list-keys", f"<{address}>").decode()
         return re.findall(r"^fpr:+([0-9A-F]+):", listing, re.MULTILINE)[0]
+
+    def subkey_ids(self, fingerprint: str) -> dict[str, str]:
+        """gpg's algorithm number → key id, of the key's subkeys."""
+        listing = self("--with-colons", "--list-keys", fingerprint).decode()
+        rows = [line.split(":") for line in listing.splitlines() if line.startswith("sub:")]
+        return {row[3]: row[4] for row in rows}
 
     def new(self, name: str, algo: str, usage: str, expire: str, *extra: str) -> str:
         self(*extra, "--quick-gen-key", f"{name} <{name}@example.org>", algo, usage, expire)
@@ -84,10 +109,23 @@ def make_keys(home: Path) -> PgpKeys:
         gpg(PAST, "--quick-add-key", old, "cv25519", "encr", "1y")
         revoked = gpg.new("revoked", "future-default", "default", "never")
         # gpg keeps a revocation certificate for every new key, disarmed by a leading colon.
+        revoked_before = gpg("--armor", "--export", revoked).decode()
         cert = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
         gpg("--import", data=cert.replace(":-----BEGIN", "-----BEGIN").encode())
         gpg.new("weak", "rsa1024", "sign,encr", "never")
         gpg.new("secret", "future-default", "default", "never")
+        gpg("--quick-gen-key", "Alice Real <alice@ddmail.test>", "future-default", "default")
+        two_uids = gpg.fingerprint_of("alice@ddmail.test")
+        gpg("--quick-add-uid", two_uids, "Alice Elsewhere <alice@elsewhere.example>")
+        gpg("--quick-add-uid", two_uids, "Alice Smith")
+        mixed = gpg.new("mixed", "ed25519", "cert,sign", "never", EARLIER)
+        gpg(LATER, "--quick-add-key", mixed, "cv25519", "encr", "never")
+        gpg("--quick-add-key", mixed, "rsa1024", "encr", "never")
+        subkeys = gpg.subkey_ids(mixed)
+        refreshable = gpg.new("refresh", "future-default", "default", "10d")
+        refreshable_export = gpg.export("refresh")
+        gpg("--quick-set-expire", refreshable, "2y")
+        gpg("--quick-set-expire", refreshable, "2y", "*")
         return PgpKeys(
             good=gpg.export("good"),
             good_binary=gpg("--export", good),
@@ -102,6 +140,17 @@ def make_keys(home: Path) -> PgpKeys:
             weak=gpg.export("weak"),
             two=gpg.export("good", "sign_only"),
             secret=gpg("--armor", "--export-secret-keys", "<secret@example.org>").decode(),
+            revoked_before=revoked_before,
+            revoked_fpr=revoked,
+            two_uids=gpg("--armor", "--export", two_uids).decode(),
+            two_uids_fpr=two_uids,
+            mixed=gpg.export("mixed"),
+            mixed_fpr=mixed,
+            mixed_strong=subkeys["18"],
+            mixed_weak=subkeys["1"],
+            refreshable=refreshable_export,
+            refreshed=gpg.export("refresh"),
+            refreshable_fpr=refreshable,
         )
     finally:
         subprocess.run(
@@ -316,3 +365,54 @@ def test_fingerprints_of_v4_and_v6_are_accepted() -> None:
         with pytest.raises(ApiError):
             normalize_fingerprint(bad)
     assert grouped("AB" * 20).count(" ") == 9
+
+
+# -- one judgement for upload and delivery ---------------------------------------------------
+
+
+def listing_of(armored: str) -> dict[str, object]:
+    import gnupg
+
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        gpg = gnupg.GPG(gnupghome=home, options=["--no-autostart"])
+        gpg.import_keys(armored)
+        return dict(gpg.list_keys()[0])
+
+
+def test_a_key_with_a_newer_weak_subkey_is_judged_by_its_strong_subkey(keys: PgpKeys) -> None:
+    from ddmail_keyhandler.openpgp_judge import judge
+
+    valid = validate_upload(keys.mixed)  # accepted: one strong encryption subkey suffices
+    assert valid.fingerprint == keys.mixed_fpr
+    verdict = judge(listing_of(valid.public_key), int(time.time()))
+    assert verdict.encrypt_to.endswith(keys.mixed_strong)
+    assert not verdict.encrypt_to.endswith(keys.mixed_weak)
+
+
+# -- a re-upload updates the stored key ------------------------------------------------------
+
+
+def test_a_reupload_is_merged_into_the_stored_key(keys: PgpKeys) -> None:
+    first = validate_upload(keys.refreshable)
+    assert first.expires_at is not None and first.expires_at - time.time() < 11 * 86400
+    stored = {first.fingerprint: first.public_key}
+    again = validate(upload_bytes(keys.refreshed), stored=stored.get)
+    assert again.fingerprint == keys.refreshable_fpr and again.previous == first.public_key
+    assert again.unusable is None
+    assert again.expires_at is not None and again.expires_at - time.time() > 700 * 86400
+    # The merge keeps what the stored key has and the upload lacks (gpg --import semantics):
+    # the extended key uploaded into a store holding it already changes nothing.
+    assert (
+        validate(
+            upload_bytes(keys.refreshable), stored={first.fingerprint: again.public_key}.get
+        ).expires_at
+        == again.expires_at
+    )
+
+
+def test_a_revocation_uploaded_later_is_kept_and_marks_the_key_unusable(keys: PgpKeys) -> None:
+    first = validate_upload(keys.revoked_before)
+    again = validate(upload_bytes(keys.revoked), stored={first.fingerprint: first.public_key}.get)
+    assert again.unusable == "the key is revoked" and again.previous == first.public_key
+    # A new upload of a revoked key is still refused.
+    assert refusal(keys.revoked).code == "key_revoked"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ddmail_keyhandler.pgpstage import ascii_sender
+from tests.unit.test_openpgp_keys import PgpKeys, make_keys
 
 
 @pytest.mark.parametrize(
@@ -102,3 +107,46 @@ def test_dovecot_unreachable_defers() -> None:
     envelope.mail_from, envelope.rcpt_tos, envelope.original_content = "", ["r@d.test"], b"x\r\n"
     answer = asyncio.run(_Handler(stage).handle_DATA(None, None, envelope))  # type: ignore[arg-type]
     assert answer == TEMPFAIL_STORE
+
+
+@pytest.fixture(scope="module")
+def keys() -> Iterator[PgpKeys]:
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        yield make_keys(Path(home))
+
+
+def recipient_key_ids(armored: bytes) -> list[str]:
+    """The key ids a PGP message is encrypted to (its public-key encrypted session keys), read
+    by gpg in an empty home (no secret key needed to list them)."""
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        listed = subprocess.run(
+            ["gpg", "--homedir", home, "--batch", "--list-packets"],
+            input=armored,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    return re.findall(r":pubkey enc packet: .*keyid ([0-9A-F]{16})", listed.stdout.decode())
+
+
+def test_delivery_encrypts_only_to_the_strong_subkey_never_a_newer_weak_one(
+    keys: PgpKeys,
+) -> None:
+    from ddmail_keyhandler.pgpstage import Stage
+
+    stage = Stage(FakeKeys(keys.mixed), Path("/x"))  # type: ignore[arg-type]
+    answer, stored = deliver(stage)
+    assert answer.startswith("250") and len(stored) == 1
+    armored = stored[0][stored[0].index(b"-----BEGIN PGP MESSAGE-----") :]
+    assert recipient_key_ids(armored) == [keys.mixed_strong]
+    # gpg left to itself would have chosen the newer, weak RSA-1024 subkey.
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        gpg = ["gpg", "--homedir", home, "--batch", "--quiet", "--trust-model", "always"]
+        subprocess.run([*gpg, "--import"], input=keys.mixed.encode(), check=True)
+        own = subprocess.run(
+            [*gpg, "--armor", "--encrypt", "-r", keys.mixed_fpr],
+            input=b"x",
+            capture_output=True,
+            check=True,
+        ).stdout
+    assert recipient_key_ids(own) == [keys.mixed_weak]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,8 +104,8 @@ def test_upload_activate_deactivate_remove(env: tuple[Services, Flask], keys: Pg
     assert not NO_JS.search(page)
 
     again = upload(browser, keys.good_binary)
-    assert again.status_code == 409
-    assert "This key is already in your account." in page_of(again)
+    assert again.status_code == 200
+    assert "is already in your account; nothing in it changed." in page_of(again)
 
     activated = act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.good_fpr)
     page = page_of(activated)
@@ -324,7 +325,6 @@ def test_the_backend_api_answers_with_real_statuses(
     assert [k["fingerprint"] for k in listed] == [keys.good_fpr]
     assert "public_key" not in listed[0]
     for body, status, code in (
-        ({"account": account, "key": keys.good}, 409, "key_exists"),
         ({"account": account, "key": keys.sign_only}, 422, "cannot_encrypt"),
         ({"account": account, "key": "nonsense!"}, 400, "invalid_key"),
         ({"account": account}, 400, "bad_request"),
@@ -343,9 +343,10 @@ def test_a_retried_upload_gets_the_first_answer(env: tuple[Services, Flask], key
     first = svc.web.call("POST", "/v1/openpgp/keys", body, idempotency_key="retry-0001")
     again = svc.web.call("POST", "/v1/openpgp/keys", body, idempotency_key="retry-0001")
     assert first == again and first["fingerprint"] == keys.other_fpr
-    with pytest.raises(ApiError) as caught:
-        svc.web.call("POST", "/v1/openpgp/keys", body, idempotency_key="retry-0002")
-    assert caught.value.status == 409
+    assert first["updated"] is False
+    # Another request with the same key is an update that changes nothing.
+    third = svc.web.call("POST", "/v1/openpgp/keys", body, idempotency_key="retry-0002")
+    assert third["updated"] is True and third["changed"] is False
 
 
 def test_an_account_keeps_a_bounded_number_of_keys(
@@ -371,3 +372,119 @@ def test_only_the_backend_may_call_the_keyhandler(env: tuple[Services, Flask]) -
     )
     assert as_backend.call("GET", "/v1/openpgp/keys?account=x") == {"keys": []}
     assert as_backend.call("POST", "/v1/openpgp/purge", {"account": "x"}) == {"removed": 0}
+
+
+def stored_key(svc: Services, fingerprint: str) -> tuple[object, ...]:
+    rows = db_rows(
+        svc, "SELECT fingerprint, expires_at, public_key, unusable FROM keyhandler_openpgp_keys"
+    )
+    [row] = [r[1:] for r in rows if r[0] == fingerprint]
+    return row
+
+
+def test_a_refreshed_key_uploaded_again_is_updated_and_stays_active(
+    env: tuple[Services, Flask], keys: PgpKeys
+) -> None:
+    from ddmail_common.db import Database
+    from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
+
+    svc, app = env
+    browser, _ = user(app, "alice")
+    upload(browser, keys.refreshable)
+    act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.refreshable_fpr)
+    old_expiry, old_key, _ = stored_key(svc, keys.refreshable_fpr)
+    assert "Expires soon" in page_of(browser.get(PAGE))
+    store = OpenPgpKeys(Database(svc.cfg.db_url))
+    now = int(time.time())
+    assert [e for _, _, e in store.expiring(14 * 86400, now)] == [old_expiry]
+    store.mark_warned("alice@ddmail.test", int(str(old_expiry)))  # the two-week notice went out
+
+    resp = upload(browser, keys.refreshed)
+    page = page_of(resp)
+    assert resp.status_code == 200
+    assert "Key updated:" in page and "it stays active for alice@ddmail.test" in page
+    new_expiry, new_key, unusable = stored_key(svc, keys.refreshable_fpr)
+    assert isinstance(new_expiry, int) and isinstance(old_expiry, int)
+    assert new_expiry - old_expiry > 600 * 86400 and unusable is None and new_key != old_key
+    assert app.jinja_env.filters["utc"](new_expiry) in page  # the new expiry is shown
+    assert "Expires soon" not in page
+    assert db_rows(svc, "SELECT address, fingerprint FROM keyhandler_openpgp_activations") == [
+        ("alice@ddmail.test", keys.refreshable_fpr)
+    ]
+    # The delivery stage reads the updated key; the notice is due again only for the new
+    # expiry, when that comes near.
+    assert store.active_key("alice@ddmail.test") == new_key
+    assert store.expiring(14 * 86400, now) == []
+    assert [e for _, _, e in store.expiring(3 * 365 * 86400, now)] == [new_expiry]
+    assert "openpgp key updated" in page_of(browser.get("/settings/audit"))
+
+
+def test_a_revocation_uploaded_later_stops_the_key_being_used(
+    env: tuple[Services, Flask], keys: PgpKeys
+) -> None:
+    from ddmail_common.db import Database
+    from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
+    from ddmail_keyhandler.pgpmime import EncryptionError, encrypt_message
+
+    svc, app = env
+    browser, _ = user(app, "alice")
+    upload(browser, keys.revoked_before)
+    fingerprint = keys.revoked_fpr
+    act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=fingerprint)
+    page = page_of(upload(browser, keys.revoked))
+    assert "Key updated:" in page and "can no longer encrypt (the key is revoked)" in page
+    assert "Mail for alice@ddmail.test is held back" in page
+    assert stored_key(svc, fingerprint)[2] == "the key is revoked"
+    # Still named for the mailbox, so its mail is held back rather than stored in plaintext.
+    active = OpenPgpKeys(Database(svc.cfg.db_url)).active_key("alice@ddmail.test")
+    assert active is not None
+    with pytest.raises(EncryptionError, match="revoked"):
+        encrypt_message(b"Subject: s\r\n\r\nbody\r\n", active.encode())
+    # It cannot be activated anywhere any more.
+    answer = act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=fingerprint)
+    assert answer.status_code == 422 and "cannot encrypt any more" in page_of(answer)
+
+
+def wkd_url(address: str) -> str:
+    from ddmail_keyhandler.wkd import wkd_hash
+
+    local, _, domain = address.partition("@")
+    return f"/.well-known/openpgpkey/{domain}/hu/{wkd_hash(local)}?l={local}"
+
+
+def test_wkd_publishes_only_the_user_id_of_the_mailbox(
+    env: tuple[Services, Flask], keys: PgpKeys
+) -> None:
+    import gnupg
+
+    _, app = env
+    browser, _ = user(app, "alice")
+    upload(browser, keys.two_uids)
+    page = page_of(
+        act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.two_uids_fpr)
+    )
+    assert "Alice Elsewhere" in page  # the key page shows all its user IDs ...
+    assert (  # ... and says which one the directory publishes
+        "alice@ddmail.test: published with only the user ID "
+        "“Alice Real &lt;alice@ddmail.test&gt;”" in page
+    )
+    assert 'id="wkd-explained"' in page
+    served = browser.get(wkd_url("alice@ddmail.test"))
+    assert served.status_code == 200
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        gpg = gnupg.GPG(gnupghome=home, options=["--no-autostart"])
+        assert gpg.import_keys(served.get_data()).fingerprints == [keys.two_uids_fpr]
+        [listed] = gpg.list_keys()
+    assert listed["uids"] == ["Alice Real <alice@ddmail.test>"]
+    assert "E" in listed["cap"]  # the encryption subkey is published with it
+
+
+def test_wkd_publishes_nothing_for_a_key_without_the_mailboxs_address(
+    env: tuple[Services, Flask], keys: PgpKeys
+) -> None:
+    _, app = env
+    browser, _ = user(app, "alice")
+    upload(browser, keys.good)
+    page = page_of(act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.good_fpr))
+    assert "alice@ddmail.test: not published (the key has no user ID with this address)" in page
+    assert browser.get(wkd_url("alice@ddmail.test")).status_code == 404
