@@ -13,7 +13,13 @@ CALLERS = ("web", "admin", "backend", "dovecot")
 SECRETS = (*CALLERS, "audit")
 
 
-def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -> str:
+# Low enough that a test reaches it quickly; every test sends from a mailbox of its own.
+STACK_SEND_LIMIT_RECIPIENTS = 30
+
+
+def render(
+    layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int, milter_db_url: str
+) -> str:
     q = json.dumps  # TOML basic strings are compatible with JSON strings
     lines = [
         "[database]",
@@ -35,6 +41,12 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         "[pgpstage]",
         f"socket = {q(str(layout.socket('pgpstage')))}",
         f"dovecot_lmtp = {q(str(layout.dovecot_lmtp_socket))}",
+        "",
+        "[milter]",
+        f"socket = {q(str(layout.socket('milter')))}",
+        f"db_url = {q(milter_db_url)}",
+        f"send_limit_recipients = {STACK_SEND_LIMIT_RECIPIENTS}",
+        "send_limit_window_seconds = 3600",
         "",
         "[web]",
         f"global_domain = {q(GLOBAL_DOMAIN)}",

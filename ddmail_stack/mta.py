@@ -167,6 +167,7 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         # Through the OpenPGP stage, which hands every message on to Dovecot's LMTP.
         "postfix_virtual_transport": f"lmtp:unix:{layout.socket('pgpstage')}",
         "postfix_dovecot_auth_socket": str(layout.dovecot_auth_socket),
+        "postfix_submission_milter": f"unix:{layout.socket('milter')}",
         "postfix_message_size_limit": 26214400,
         "postfix_db_driver": db.driver,
         "postfix_sqlite_path": str(db.sqlite_path or ""),
