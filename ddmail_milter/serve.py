@@ -23,7 +23,11 @@ async def run(policy: Policy, socket_path: Path) -> None:
     server = await asyncio.start_unix_server(
         lambda r, w: serve_connection(policy, r, w), path=str(socket_path)
     )
-    os.chown(socket_path, -1, grp.getgrnam("postfix").gr_gid)
+    # Only Postfix (group postfix) may connect. In production the socket directory is setgid
+    # postfix, so the group is already right and an unprivileged milter need not change it.
+    postfix_gid = grp.getgrnam("postfix").gr_gid
+    if socket_path.stat().st_gid != postfix_gid:
+        os.chown(socket_path, -1, postfix_gid)
     socket_path.chmod(0o660)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
