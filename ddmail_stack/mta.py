@@ -42,7 +42,6 @@ POSTFIX_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("sql-mailboxes.cf.j2", "sql-mailboxes.cf", 0o640, "postfix"),
     ("sql-aliases.cf.j2", "sql-aliases.cf", 0o640, "postfix"),
     ("sql-senders.cf.j2", "sql-senders.cf", 0o640, "postfix"),
-    ("sql-recipient-access.cf.j2", "sql-recipient-access.cf", 0o640, "postfix"),
 )
 DOVECOT_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("dovecot.conf.j2", "dovecot.conf", 0o644, "root"),

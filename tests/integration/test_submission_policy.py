@@ -5,6 +5,7 @@ are stripped, and each login has a send limit."""
 from __future__ import annotations
 
 import smtplib
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -174,6 +175,16 @@ def test_client_identifying_headers_are_stripped_on_submission(stack: RunningSta
     for name in identifying:
         assert f"\n{name.lower()}:".encode() not in b"\n" + head
     assert b"203.0.113.7" not in delivered and b"Thunderbird" not in delivered
+
+
+def test_about_page_tells_that_client_identifying_headers_are_removed(
+    stack: RunningStack,
+) -> None:
+    url = stack.info["web_url"] + "/about"
+    with urllib.request.urlopen(url, context=stack.tls(), timeout=30) as page:
+        text = " ".join(page.read().decode().split())
+    assert "removes the headers that name your mail program or your address" in text
+    assert "User-Agent, X-Mailer, X-Originating-IP" in text
 
 
 def test_client_identifying_headers_are_kept_on_port_25(stack: RunningStack) -> None:
