@@ -4,6 +4,8 @@ are stripped, and each login has a send limit."""
 
 from __future__ import annotations
 
+import os
+import signal
 import smtplib
 import urllib.request
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ddmail_stack.config_file import STACK_SEND_LIMIT_RECIPIENTS
+from ddmail_stack.processes import python_script, spawn
 from tests.integration.test_mail_flow import fetch_all
 from tests.stackrun import TEST_ACCOUNT, TEST_RECOVERY, RunningStack, wait_until
 
@@ -223,4 +226,31 @@ def test_send_limit_per_login_defers_with_4_7(stack: RunningStack) -> None:
     marker = uuid.uuid4().hex
     with submit(stack, "465", other, other_password) as s:
         s.sendmail(other, ["friend@example.net"], raw({"From": other}, marker))
+    wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
+
+
+def test_submission_fails_closed_while_the_milter_is_down(stack: RunningStack) -> None:
+    address, password = stack.new_mailbox()
+    marker = uuid.uuid4().hex
+    sock = stack.root / "run" / "milter.sock"
+    os.killpg(stack.service_pid("milter"), signal.SIGTERM)
+    wait_until(lambda: not sock.exists(), what="milter stopped")
+    try:
+        # Postfix answers every command after the greeting with 4xx (here: AUTH, 454 4.3.0).
+        with (
+            pytest.raises(smtplib.SMTPResponseException) as exc,
+            submit(stack, "465", address, password) as s,
+        ):
+            s.sendmail(address, ["friend@example.net"], raw({"From": address}, marker))
+        assert 400 <= exc.value.smtp_code < 500, exc.value
+    finally:
+        proc = spawn(
+            [python_script("ddmail-milter"), "--config", str(stack.root / "etc" / "ddmail.toml")],
+            stack.log_dir / "milter.log",
+        )
+        (stack.root / "run" / "milter.pid").write_text(f"{proc.pid}\n")
+        wait_until(sock.exists, what="milter restarted")
+    assert not sink_files(stack, marker)
+    with submit(stack, "465", address, password) as s:
+        s.sendmail(address, ["friend@example.net"], raw({"From": address}, marker))
     wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
