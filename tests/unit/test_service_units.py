@@ -31,7 +31,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_periodic_schedule": "*:0/5",
         "ddmail_milter_user": "root",
         "ddmail_milter_group": "root",
-        "ddmail_milter_readable_paths": ["/var/lib/ddmail"],
+        "ddmail_milter_writable_paths": ["/var/lib/ddmail"],
         **overrides,
     }
     assert set(variables) == _defaults(), "every template variable must have a default"
