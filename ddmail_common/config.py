@@ -68,6 +68,18 @@ MTA_STS_MODES = ("enforce", "testing", "none")
 
 
 @dataclass(frozen=True)
+class MilterSettings:
+    """The submission milter (section [milter]): From/Sender ownership and the send limit."""
+
+    socket: Path = Path("/run/ddmail-milter/milter.sock")  # Postfix's submission smtpd connects
+    # The mail_senders view is all it reads: production points this at the SELECT-only role of
+    # the mail daemons ("" = database.url).
+    db_url: str = ""
+    send_limit_recipients: int = 200  # per login and window; no IP address is used
+    send_limit_window_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class Config:
     db_url: str
     backend_socket: Path
@@ -87,6 +99,7 @@ class Config:
     operator_address: str = "operator@ddmail.test"  # receives postmaster@, abuse@, reports
     public: PublicSettings = field(default_factory=PublicSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    milter: MilterSettings = field(default_factory=MilterSettings)
     source: Path = field(default=Path("-"))
 
     def secret(self, name: str) -> bytes:
@@ -254,12 +267,27 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     db_url = _get(data, "database.url", str)
     if has_inline_password(db_url):
         raise ConfigError(f"database.url: {URL_CREDENTIAL_REFUSED}")
+    milter = MilterSettings(
+        socket=Path(_get(data, "milter.socket", str, str(MilterSettings.socket))),
+        db_url=_get(data, "milter.db_url", str, ""),
+        send_limit_recipients=_get(
+            data, "milter.send_limit_recipients", int, MilterSettings.send_limit_recipients
+        ),
+        send_limit_window_seconds=_get(
+            data, "milter.send_limit_window_seconds", int, MilterSettings.send_limit_window_seconds
+        ),
+    )
+    if has_inline_password(milter.db_url):
+        raise ConfigError(f"milter.db_url: {URL_CREDENTIAL_REFUSED}")
+    if milter.send_limit_recipients < 1 or milter.send_limit_window_seconds < 1:
+        raise ConfigError("milter.send_limit_*: expected positive whole numbers")
     mail_hostname = _hostname(
         _get(data, "backend.mail_hostname", str, "mail." + web.global_domain),
         "backend.mail_hostname",
     )
     return Config(
         web=web,
+        milter=milter,
         public=parse_public(data, mail_hostname, web.global_domain),
         operator_address=_operator_address(data, web.global_domain),
         db_url=db_url,

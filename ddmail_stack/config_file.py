@@ -16,7 +16,13 @@ SECRETS = (*CALLERS, "audit")
 OPERATOR_ADDRESS = "operator@operator.invalid"
 
 
-def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -> str:
+# Low enough that a test reaches it quickly; every test sends from a mailbox of its own.
+STACK_SEND_LIMIT_RECIPIENTS = 30
+
+
+def render(
+    layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int, milter_db_url: str
+) -> str:
     q = json.dumps  # TOML basic strings are compatible with JSON strings
     lines = [
         "[database]",
@@ -40,6 +46,12 @@ def render(layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int) -
         "[pgpstage]",
         f"socket = {q(str(layout.socket('pgpstage')))}",
         f"dovecot_lmtp = {q(str(layout.dovecot_lmtp_socket))}",
+        "",
+        "[milter]",
+        f"socket = {q(str(layout.socket('milter')))}",
+        f"db_url = {q(milter_db_url)}",
+        f"send_limit_recipients = {STACK_SEND_LIMIT_RECIPIENTS}",
+        "send_limit_window_seconds = 3600",
         "",
         "[web]",
         f"global_domain = {q(GLOBAL_DOMAIN)}",

@@ -42,7 +42,6 @@ POSTFIX_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("sql-mailboxes.cf.j2", "sql-mailboxes.cf", 0o640, "postfix"),
     ("sql-aliases.cf.j2", "sql-aliases.cf", 0o640, "postfix"),
     ("sql-senders.cf.j2", "sql-senders.cf", 0o640, "postfix"),
-    ("sql-recipient-access.cf.j2", "sql-recipient-access.cf", 0o640, "postfix"),
 )
 DOVECOT_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("dovecot.conf.j2", "dovecot.conf", 0o644, "root"),
@@ -167,6 +166,7 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         # Through the OpenPGP stage, which hands every message on to Dovecot's LMTP.
         "postfix_virtual_transport": f"lmtp:unix:{layout.socket('pgpstage')}",
         "postfix_dovecot_auth_socket": str(layout.dovecot_auth_socket),
+        "postfix_submission_milter": f"unix:{layout.socket('milter')}",
         "postfix_message_size_limit": 26214400,
         "postfix_db_driver": db.driver,
         "postfix_sqlite_path": str(db.sqlite_path or ""),

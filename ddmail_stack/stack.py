@@ -65,12 +65,17 @@ def prepare(layout: StackLayout) -> None:
         layout.server_key,
         ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"],
     )
-    (layout.etc / "ddmail.toml").write_text(
-        config_file.render(layout, LOCAL_ARGON2_MEMORY_KIB, LOCAL_ARGON2_TIME_COST)
-    )
     upgrade(layout.effective_db_url)
     if layout.effective_db_url.startswith("sqlite"):
         share_sqlite_with_postfix(layout.db_dir)
+    (layout.etc / "ddmail.toml").write_text(
+        config_file.render(
+            layout,
+            LOCAL_ARGON2_MEMORY_KIB,
+            LOCAL_ARGON2_TIME_COST,
+            milter_db_url=mail_db_url(layout, mail_db(layout)),
+        )
+    )
 
 
 def share_sqlite_with_postfix(db_dir: Path) -> None:
@@ -107,6 +112,21 @@ def mail_db(layout: StackLayout) -> mta.MailDb:
         conn.execute(text(f"GRANT SELECT ON {views} TO {role}"))
     engine.dispose()
     return dataclasses.replace(db, pg_user=role, pg_password=password)
+
+
+def mail_db_url(layout: StackLayout, db: mta.MailDb) -> str:
+    """DB as a URL for the submission milter: the SQLite file, or the SELECT-only role with its
+    password in a libpq passfile (never in the URL)."""
+    if db.driver != "pgsql":
+        return f"sqlite:///{db.sqlite_path}"
+    passfile = layout.secrets / "mailread.pgpass"
+    fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"*:{db.pg_port}:{db.pg_dbname}:{db.pg_user}:{db.pg_password}\n")
+    return (
+        f"postgresql+psycopg://{db.pg_user}@{db.pg_hosts[0]}:{db.pg_port}/{db.pg_dbname}"
+        f"?passfile={passfile}"
+    )
 
 
 def admin_client(layout: StackLayout) -> ServiceClient:
@@ -152,6 +172,7 @@ class Stack:
         self.sink = start_sink(L.sink_dir, L.sink_port)
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.start_service("pgpstage")
+        self.start_service("milter")  # before Postfix: submission fails closed without it
         self.procs["postfix"] = mta.start_postfix(L)
         self.procs["web"], self.procs["nginx"] = start_panel(L)
         for port in (

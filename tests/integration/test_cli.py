@@ -54,16 +54,29 @@ def test_global_domain_add_list_disable(stack: RunningStack) -> None:
         s.sendmail("someone@example.org", [str(made["address"])], b"Subject: x\r\n\r\nx\r\n")
 
 
-def test_disabled_account_gets_temporary_errors_and_cannot_log_in(stack: RunningStack) -> None:
+def test_disabled_account_answers_like_an_active_one_but_cannot_log_in(
+    stack: RunningStack,
+) -> None:
     import imaplib
 
     address, password = stack.new_mailbox()
+    alias = f"al{uuid.uuid4().hex[:8]}@{stack.info['global_domain']}"
+    stack.client().call(
+        "POST",
+        "/v1/aliases",
+        {"account": "test-account", "address": alias, "destinations": [address]},
+    )
+    while_off = uuid.uuid4().hex
     off = ddmail(stack, "admin", "account", "disable", "test-account", "--root", str(stack.root))
     assert off.returncode == 0, off.stderr
     try:
-        with stack.smtp() as s, pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
-            s.sendmail("someone@example.org", [address], b"Subject: x\r\n\r\nx\r\n")
-        assert exc.value.recipients[address][0] == 450
+        # The same answers as for an active account (no 450 revealing the payment status).
+        for rcpt in (address, alias):
+            with stack.smtp() as s:
+                s.ehlo()
+                s.mail("someone@example.org")
+                assert s.rcpt(rcpt)[0] == 250
+                assert s.data(f"Subject: while disabled\r\n\r\n{while_off}\r\n".encode())[0] == 250
         # A clean NO (not a dropped connection), and the connection stays usable.
         with stack.imap() as imap:
             with pytest.raises(imaplib.IMAP4.error) as refused:
@@ -76,6 +89,8 @@ def test_disabled_account_gets_temporary_errors_and_cannot_log_in(stack: Running
     finally:
         on = ddmail(stack, "admin", "account", "enable", "test-account", "--root", str(stack.root))
         assert on.returncode == 0, on.stderr
+    # Nothing was lost: what arrived while disabled is there once the account is enabled.
+    wait_until(lambda: inbox_has(stack, address, password, while_off), what="mail kept")
     marker = uuid.uuid4().hex
     stack.deliver(address, "after enabling", marker)
     wait_until(lambda: inbox_has(stack, address, password, marker), what="delivery re-enabled")

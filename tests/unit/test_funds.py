@@ -69,7 +69,7 @@ def test_voucher_is_redeemed_once(env: tuple[Services, Flask, Browser]) -> None:
     assert codes(funds_page)["payment-reference"]
 
 
-def test_disabled_account_sees_only_funds_and_its_mail_is_deferred(
+def test_disabled_account_sees_only_funds_keeps_receiving_and_cannot_send_or_log_in(
     env: tuple[Services, Flask, Browser],
 ) -> None:
     svc, _, browser = env
@@ -79,14 +79,16 @@ def test_disabled_account_sees_only_funds_and_its_mail_is_deferred(
     billing(svc).set_enabled(reg.account, False, "admin")
     assert browser.get("/settings/mailboxes").headers["Location"].endswith("/settings/funds")
     assert "disabled until funds are added" in browser.get("/settings/funds").get_data(as_text=True)
-    assert db_rows(svc, "SELECT address FROM mail_mailboxes") == []
-    assert db_rows(svc, "SELECT address, action FROM mail_recipient_access") == [
-        ("ivan@ddmail.test", "450 4.2.1 Mailbox temporarily unavailable")
-    ]
+    # Mail is accepted as for any account (no 450 that reveals the payment status) ...
+    assert db_rows(svc, "SELECT address FROM mail_mailboxes") == [("ivan@ddmail.test",)]
+    # ... but the mailbox may neither send nor log in (Dovecot's deny passdb reads this view).
+    assert db_rows(svc, "SELECT sender FROM mail_senders") == []
+    assert db_rows(svc, "SELECT address FROM mail_recipient_access") == [("ivan@ddmail.test",)]
     reference = db_rows(svc, "SELECT payment_reference FROM web_accounts")[0][0]
     billing(svc).credit(str(reference).lower(), 1000)
     assert browser.get("/settings/mailboxes").status_code == 200
-    assert db_rows(svc, "SELECT address FROM mail_mailboxes") == [("ivan@ddmail.test",)]
+    assert db_rows(svc, "SELECT sender FROM mail_senders") == [("ivan@ddmail.test",)]
+    assert db_rows(svc, "SELECT address FROM mail_recipient_access") == []
 
 
 def test_monthly_charge_disables_then_deletes_an_account_without_funds(

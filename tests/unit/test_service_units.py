@@ -13,7 +13,7 @@ import pytest
 from ddmail_stack.mta import template_env
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail_services"
-UNITS = ("ddmail-periodic.service", "ddmail-periodic.timer")
+UNITS = ("ddmail-periodic.service", "ddmail-periodic.timer", "ddmail-milter.service")
 
 
 def _defaults() -> set[str]:
@@ -29,6 +29,9 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_web_group": "root",
         "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
         "ddmail_periodic_schedule": "*:0/5",
+        "ddmail_milter_user": "root",
+        "ddmail_milter_group": "root",
+        "ddmail_milter_writable_paths": ["/var/lib/ddmail"],
         **overrides,
     }
     assert set(variables) == _defaults(), "every template variable must have a default"
@@ -68,3 +71,13 @@ def test_a_bad_schedule_is_caught_by_the_same_check(tmp_path: Path) -> None:
 def test_rendered_units_hold_no_unexpanded_template(tmp_path: Path, unit: str) -> None:
     text = (_render(tmp_path) / unit).read_text()
     assert "{{" not in text and "{%" not in text
+
+
+def test_milter_unit_runs_the_milter_and_gives_its_socket_to_postfix_only(tmp_path: Path) -> None:
+    service = (_render(tmp_path) / "ddmail-milter.service").read_text()
+    assert (
+        f"{Path(sys.executable).parent}/ddmail-milter --config /etc/ddmail/ddmail.toml" in service
+    )
+    assert "RuntimeDirectory=ddmail-milter" in service
+    assert "ExecStartPre=+/bin/chgrp postfix /run/ddmail-milter" in service
+    assert "CapabilityBoundingSet=\n" in service and "NoNewPrivileges=yes" in service

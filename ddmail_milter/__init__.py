@@ -1,0 +1,1 @@
+"""DDMail's submission milter: header sender ownership and per-login send limits."""
