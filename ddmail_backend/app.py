@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, request
 
+from ddmail_backend.accounts import Accounts
 from ddmail_backend.addresses import parse_address
 from ddmail_backend.aliases import Aliases
 from ddmail_backend.dnscheck import DnsPythonResolver, Resolver
@@ -62,6 +63,8 @@ def create_app(
     sync_operator_routes(db, cfg.operator_address)
     mailboxes = Mailboxes(db, keyhandler, jobs, cfg.mail_root, cfg.reserved_local_parts)
     aliases = Aliases(db, cfg.reserved_local_parts)
+    openpgp = OpenPgp(keyhandler, mailboxes)
+    accounts = Accounts(db, keyhandler, openpgp)
     idem = IdempotencyStore(db, idempotency)
     app.extensions["ddmail_jobs"] = jobs
 
@@ -176,6 +179,14 @@ def create_app(
                 row.enabled = enabled
         return json_response(200, {"account": account, "enabled": enabled})
 
+    @app.post("/v1/accounts/remove")
+    @authenticated(PANEL)
+    @idem.wrap
+    def remove_account() -> Response:
+        account = field(json_body(), "account", str, 64)
+        accounts.forget(account)
+        return json_response(200, {"account": account, "removed": True})
+
     @app.get("/v1/usage")
     @authenticated(PANEL)
     def usage() -> Response:
@@ -255,7 +266,6 @@ def create_app(
         return json_response(200, {"removed": True, "address": parse_address(address)})
 
     # -- OpenPGP public keys (kept by the keyhandler) ---------------------------------------
-    openpgp = OpenPgp(keyhandler, mailboxes)
 
     @app.get("/v1/openpgp/failures")
     @authenticated(PANEL)

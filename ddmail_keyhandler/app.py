@@ -47,6 +47,15 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
         keys.set_recovery_key(account, _secret_field(data, "secret").encode())
         return json_response(201, {"account": account})
 
+    @app.post("/v1/recovery-keys/remove")
+    @authenticated(BACKEND)
+    @idem.wrap
+    def remove_recovery_key() -> Response:
+        account = field(json_body(), "account", str, 64)
+        return json_response(
+            200, {"account": account, "removed": keys.remove_recovery_key(account)}
+        )
+
     @app.post("/v1/keys")
     @authenticated(BACKEND)
     @idem.wrap

@@ -72,6 +72,19 @@ class KeyStore:
                 )
             )
 
+    def remove_recovery_key(self, account: str) -> bool:
+        """Forget a deleted account's recovery key; False if there was none (idempotent). Refused
+        while a mailbox key of the account exists: those are shredded first."""
+        with self.db.session() as s:
+            left = s.execute(select(MailboxKey.mailbox_id).where(MailboxKey.account == account))
+            if left.first() is not None:
+                raise rule_violated(
+                    "The account still has mailbox keys; remove its mailboxes first.",
+                    "account_has_mailboxes",
+                )
+            result = s.execute(delete(RecoveryKeyRow).where(RecoveryKeyRow.account == account))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def _recovery_key(self, account: str) -> RecoveryKey:
         with self.db.session() as s:
             row = s.get(RecoveryKeyRow, account)

@@ -255,7 +255,7 @@ def logout() -> Response:
 
 
 @bp.get("/settings/sessions")
-@access("authenticated")
+@access("authenticated", disabled_ok=True)
 def sessions() -> str:
     with web().db.session() as s:
         rows = (
@@ -271,7 +271,7 @@ def sessions() -> str:
 
 
 @bp.post("/settings/sessions/revoke")
-@access("authenticated")
+@access("authenticated", disabled_ok=True)
 def revoke_session() -> Response | tuple[str, int]:
     form = RevokeForm()
     if not form.validate_on_submit():

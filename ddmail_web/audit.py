@@ -10,6 +10,11 @@ cannot show is that its newest entries were dropped; comparing its head with one
 database handle (``Database(session_info={"audit_key": ...})``, see ``panel_database``), so
 every caller that appends or verifies uses the same key.
 
+When an account is deleted its trail is closed (``close``): every entry goes and one final
+entry, that the account was deleted and by whom, starts the chain afresh as its only entry (seq
+1, linked to the genesis hash), so ``verify`` accepts it like any chain. Nothing of the history
+(addresses, login times) outlives the account; the final entry is signed like any other.
+
 Privacy: callers pass only usernames, fixed action names and object names (a mailbox address, a
 domain), never an IP address, a user agent or a secret. As a backstop an object that
 ``logredact.redact`` would change is stored in its redacted form.
@@ -40,7 +45,16 @@ import hmac
 import json
 import time
 
-from sqlalchemy import Integer, String, UniqueConstraint, false, func, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    UniqueConstraint,
+    delete,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ddmail_common.db import Base
@@ -148,6 +162,15 @@ def append(session: Session, account: str, actor: str, action: str, object: str 
     session.add(entry)
     session.flush()  # a constraint violation belongs to this call, not to the caller's commit
     return entry
+
+
+def close(session: Session, account: str, actor: str, action: str) -> AuditEntry:
+    """Replace the account's whole trail by one final entry, inside the caller's transaction
+    (account deletion: only the fact of the deletion stays)."""
+    _key(session)  # refuse before anything is deleted
+    _serialize_appends(session, account)
+    session.execute(delete(AuditEntry).where(AuditEntry.account == account))
+    return append(session, account, actor, action)
 
 
 def _serialize_appends(session: Session, account: str) -> None:

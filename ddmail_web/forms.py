@@ -39,6 +39,8 @@ class RevokeForm(FlaskForm):
 
 
 class KeyFileForm(FlaskForm):
+    """Forms of reauthenticated routes derive from this: the key file comes again."""
+
     key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
@@ -57,12 +59,11 @@ class MailboxPasswordForm(FlaskForm):
     )
 
 
-class MailboxResetForm(FlaskForm):
+class MailboxResetForm(KeyFileForm):
     mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
-    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
-class MailboxRemoveForm(FlaskForm):
+class MailboxRemoveForm(KeyFileForm):
     mailbox = HiddenField(validators=[DataRequired(), Length(max=254)])
     confirm = BooleanField(
         "Yes, destroy this mailbox and all its mail",
@@ -78,7 +79,7 @@ class AddAliasForm(FlaskForm):
     )
 
 
-class RemoveAliasForm(FlaskForm):
+class RemoveAliasForm(KeyFileForm):
     alias = HiddenField(validators=[DataRequired(), Length(max=254)])
 
 
@@ -86,15 +87,18 @@ class DomainForm(FlaskForm):
     domain = StringField("Domain", validators=[DataRequired(), Length(max=253)])
 
 
-class ConfirmDeleteForm(FlaskForm):
+class DomainRemoveForm(KeyFileForm):
+    domain = HiddenField(validators=[DataRequired(), Length(max=253)])
+
+
+class ConfirmDeleteForm(KeyFileForm):
     confirm = BooleanField(
         "Yes, delete my account, every mailbox and all mail",
         validators=[DataRequired("Tick the box to confirm.")],
     )
-    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
-class RemoveUserForm(FlaskForm):
+class RemoveUserForm(KeyFileForm):
     user = HiddenField(validators=[DataRequired(), Regexp(r"^[a-z0-9]{1,32}\Z")])
 
 

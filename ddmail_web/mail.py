@@ -9,17 +9,17 @@ from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
 from ddmail_web import audit
-from ddmail_web.credentials import KeyFile
 from ddmail_web.forms import (
     AddAliasForm,
     AddMailboxForm,
     DomainForm,
+    DomainRemoveForm,
     MailboxPasswordForm,
     MailboxRemoveForm,
     MailboxResetForm,
     RemoveAliasForm,
 )
-from ddmail_web.models import User
+from ddmail_web.reauth import recovery_secret, verified
 from ddmail_web.sessions import access
 from ddmail_web.state import web
 
@@ -105,15 +105,7 @@ def mailbox_password() -> Response:
 @access("reauthenticated")
 def mailbox_reset() -> Response:
     form = MailboxResetForm()
-    if not form.validate_on_submit():
-        flash("Choose your key file to reset the mailbox password.", "error")
-        return redirect(url_for("mail.mailboxes"))
-    keyfile = KeyFile.parse(form.key.data.read(4097))
-    with web().db.session() as s:
-        user = s.get(User, g.user.id)
-    secret = None
-    if keyfile is not None and user is not None and keyfile.matches(user.keyfile_digest):
-        secret = keyfile.unseal(user.username, user.recovery_sealed)
+    secret = recovery_secret(*verified()) if form.validate_on_submit() else None
     if secret is None:
         flash("That is not your key file.", "error")
         return redirect(url_for("mail.mailboxes"))
@@ -129,7 +121,7 @@ def mailbox_reset() -> Response:
 
 
 @bp.post("/mailboxes/remove")
-@access("authenticated")
+@access("reauthenticated")
 def mailbox_remove() -> Response:
     form = MailboxRemoveForm()
     if not form.validate_on_submit():
@@ -181,7 +173,7 @@ def aliases() -> Response | str | tuple[str, int]:
 
 
 @bp.post("/aliases/remove")
-@access("authenticated")
+@access("reauthenticated")
 def alias_remove() -> Response:
     form = RemoveAliasForm()
     body = {"account": g.account.id, "address": form.alias.data}
@@ -237,9 +229,9 @@ def domain_verify() -> Response:
 
 
 @bp.post("/domains/remove")
-@access("authenticated")
+@access("reauthenticated")
 def domain_remove() -> Response:
-    form = DomainForm()
+    form = DomainRemoveForm()
     body = {"account": g.account.id, "name": form.domain.data}
     answer = backend("POST", "/v1/domains/remove", body) if form.validate_on_submit() else None
     if answer is not None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.config import WebSettings
 from ddmail_web.models import Account, Session, User
+from ddmail_web.reauth import refused_without_keyfile
 
 COOKIE = "__Host-ddmail_session"
 TOUCH_EVERY = 60  # seconds between last_seen writes: a write per page view is not needed
@@ -28,10 +29,11 @@ def token_hash(token: str) -> str:
 
 
 def access(rule: Access, disabled_ok: bool = False) -> Callable[[F], F]:
-    """Declare who may use a route. `reauthenticated` routes are logged-in routes whose form
-    must carry the user's key file again (checked by the view). Users of a disabled account
-    reach only routes marked DISABLED_OK (funds, logout). The route audit test fails for a
-    route without a declared rule."""
+    """Declare who may use a route. `reauthenticated` routes are logged-in routes whose POSTs
+    are refused here unless they carry the user's key file again (ddmail_web.reauth): every
+    action that cannot be undone is declared so. Users of a disabled account reach only routes
+    marked DISABLED_OK (funds, leaving: export, deletion, sessions, logout). The route audit
+    test fails for a route without a declared rule."""
 
     def decorate(view: F) -> F:
         if rule == "public":
@@ -44,6 +46,10 @@ def access(rule: Access, disabled_ok: bool = False) -> Callable[[F], F]:
                 return redirect(url_for("account.login"))
             if not disabled_ok and not g.account.enabled:
                 return redirect(url_for("funds.page"))
+            if rule == "reauthenticated":
+                refused = refused_without_keyfile()
+                if refused is not None:
+                    return refused
             return view(*args, **kwargs)
 
         wrapper._ddmail_access = rule  # type: ignore[attr-defined]

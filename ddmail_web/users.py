@@ -13,7 +13,7 @@ from ddmail_web.account import offer_keyfile, set_keyfile_cookie
 from ddmail_web.credentials import KeyFile, new_password, new_username
 from ddmail_web.forms import KeyFileForm, RemoveUserForm
 from ddmail_web.models import User
-from ddmail_web.reauth import presented_keyfile, recovery_secret
+from ddmail_web.reauth import recovery_secret, verified
 from ddmail_web.sessions import access, end_sessions
 from ddmail_web.state import web
 
@@ -34,8 +34,7 @@ def _download(keyfile: bytes, username: str) -> Response:
 def users() -> Response | str | tuple[str, int]:
     form = KeyFileForm()
     if form.validate_on_submit():
-        found = presented_keyfile(form.key.data)
-        secret = recovery_secret(*found) if found else None
+        secret = recovery_secret(*verified())
         if secret is None:
             flash(NOT_YOUR_KEYFILE, "error")
             return redirect(url_for("users.users"))
@@ -77,7 +76,7 @@ def users() -> Response | str | tuple[str, int]:
 
 
 @bp.post("/users/remove")
-@access("authenticated")
+@access("reauthenticated")
 def remove_user() -> Response:
     form = RemoveUserForm()
     if not form.validate_on_submit():
@@ -102,9 +101,7 @@ def remove_user() -> Response:
 @bp.post("/password")
 @access("reauthenticated")
 def new_panel_password() -> Response | str:
-    form = KeyFileForm()
-    found = presented_keyfile(form.key.data) if form.validate_on_submit() else None
-    if found is None:
+    if not KeyFileForm().validate_on_submit():
         flash(NOT_YOUR_KEYFILE, "error")
         return redirect(url_for("settings.menu"))
     password = new_password()
@@ -123,10 +120,8 @@ def new_panel_password() -> Response | str:
 @bp.post("/keyfile")
 @access("reauthenticated")
 def new_keyfile() -> Response:
-    form = KeyFileForm()
-    found = presented_keyfile(form.key.data) if form.validate_on_submit() else None
-    secret = recovery_secret(*found) if found else None
-    if found is None or secret is None:
+    secret = recovery_secret(*verified()) if KeyFileForm().validate_on_submit() else None
+    if secret is None:
         flash(NOT_YOUR_KEYFILE, "error")
         return redirect(url_for("settings.menu"))
     keyfile = KeyFile.generate()

@@ -20,6 +20,7 @@ from ddmail_web.audit import (
     AuditEntry,
     append,
     audit_key,
+    close,
     entries,
     entry_hash,
     verify,
@@ -310,3 +311,28 @@ def test_a_database_handle_without_the_audit_key_cannot_append(tmp_path: Path) -
         append(s, "alice", "alice", "login")
     with keyless.session() as s:
         assert s.execute(text("SELECT count(*) FROM web_audit")).scalar() == 0
+
+
+def test_closing_a_trail_leaves_one_final_entry_that_verifies(db: Database) -> None:
+    """Account deletion: nothing of the history stays, and the final entry is a chain of its
+    own that verify() accepts; other accounts' trails are untouched."""
+    _fill(db, "alice")
+    _fill(db, "bob", 3)
+    with db.session() as s:
+        close(s, "alice", "alice", "account_deleted")
+    with db.session() as s:
+        rows = entries(s, "alice")
+        assert [(e.seq, e.action, e.object, e.prev_hash) for e in rows] == [
+            (1, "account_deleted", "", GENESIS_HASH)
+        ]
+        assert verify(s, "alice") is None
+        assert len(entries(s, "bob")) == 3 and verify(s, "bob") is None
+
+
+def test_a_closed_trail_is_still_signed(db: Database) -> None:
+    _fill(db, "alice")
+    with db.session() as s:
+        close(s, "alice", "alice", "account_deleted")
+    _sql(db, "UPDATE web_audit SET actor = 'admin' WHERE account = 'alice'")
+    with db.session() as s:
+        assert verify(s, "alice") == 1

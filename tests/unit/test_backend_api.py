@@ -398,3 +398,35 @@ def test_domain_records_of_every_domain_come_within_the_dns_budget(svc: Services
     svc.resolver.slow.clear()
     answer = svc.web.call("GET", f"/v1/domains/records?account={ACCOUNT}")  # keyed by domain
     assert set(answer["domains"]) == {"a.example", "b.example"}
+
+
+def test_forgetting_an_account_waits_for_its_mailboxes_then_removes_its_recovery_key(
+    svc: Services,
+) -> None:
+    add(svc, "alice@ddmail.test")
+    svc.web.call("POST", "/v1/accounts/state", {"account": ACCOUNT, "enabled": False})
+    with pytest.raises(ApiError) as exc:
+        svc.web.call("POST", "/v1/accounts/remove", {"account": ACCOUNT})
+    assert exc.value.code == "account_in_use"
+    assert rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(1,)]
+    svc.web.call(
+        "POST", "/v1/mailboxes/remove", {"account": ACCOUNT, "address": "alice@ddmail.test"}
+    )
+    for _ in range(2):  # idempotent: a retry after a failure finishes the job
+        answer = svc.web.call("POST", "/v1/accounts/remove", {"account": ACCOUNT})
+        assert answer == {"account": ACCOUNT, "removed": True}
+    assert rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(0,)]
+    assert rows(svc, "SELECT count(*) FROM backend_accounts") == [(0,)]
+
+
+def test_the_keyhandler_keeps_a_recovery_key_while_the_accounts_mailbox_keys_exist(
+    svc: Services,
+) -> None:
+    add(svc, "alice@ddmail.test")
+    as_backend = ServiceClient(
+        "backend", svc.cfg.secret("backend"), svc.cfg.keyhandler_socket, "key"
+    )
+    with pytest.raises(ApiError) as exc:
+        as_backend.call("POST", "/v1/recovery-keys/remove", {"account": ACCOUNT})
+    assert exc.value.status == 422 and exc.value.code == "account_has_mailboxes"
+    assert rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(1,)]

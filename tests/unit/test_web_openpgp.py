@@ -267,13 +267,17 @@ def test_a_failed_activation_keeps_the_choice_and_says_why(
 
 def test_a_removed_mailbox_frees_its_key(env: tuple[Services, Flask], keys: PgpKeys) -> None:
     svc, app = env
-    browser, _ = user(app, "gina")
+    browser = Browser(app)
+    reg = browser.register()
+    browser.login(reg)
+    browser.post("/settings/mailboxes", {"local_part": "gina", "domain": "ddmail.test"})
     upload(browser, keys.good)
     act(browser, "activate", mailbox="gina@ddmail.test", fingerprint=keys.good_fpr)
     browser.post(
         "/settings/mailboxes/remove",
-        {"mailbox": "gina@ddmail.test", "confirm": "y"},
+        {"mailbox": "gina@ddmail.test", "confirm": "y", "key": (io.BytesIO(reg.keyfile), "k")},
         token_from="/settings/mailboxes",
+        content_type="multipart/form-data",
         follow_redirects=True,
     )
     page = page_of(browser.get(PAGE))
