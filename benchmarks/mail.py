@@ -79,8 +79,15 @@ def message(i: int, to: str) -> bytes:
     return (head + "\r\n" + BODY).encode()
 
 
-def send(port: int, to: str, numbers: range, lmtp: bool) -> None:
-    with (smtplib.LMTP if lmtp else smtplib.SMTP)("127.0.0.1", port, timeout=60) as smtp:
+def send(stack: stacks.Stack, to: str, numbers: range, lmtp: bool) -> None:
+    """SMTP to the MX, or (LMTP) straight into Dovecot's LMTP socket, which only root and the
+    OpenPGP stage may use: the benchmark runs as root, the stack has no LMTP port."""
+    session = (
+        smtplib.LMTP(str(stack.layout.dovecot_lmtp_socket), timeout=60)
+        if lmtp
+        else smtplib.SMTP("127.0.0.1", stack.layout.smtp_port, timeout=60)
+    )
+    with session as smtp:
         smtp.ehlo("bench.example.org")
         for i in numbers:
             smtp.sendmail(SENDER, [to], message(i, to))
@@ -91,14 +98,13 @@ def deliver(stack: stacks.Stack, messages: int, connections: int) -> Delivery:
     one new mailbox, timed until all are stored."""
     address, _ = stack.new_mailbox()
     lmtp = connections == LMTP
-    port = stack.layout.lmtp_port if lmtp else stack.layout.smtp_port
     sessions = max(connections, 1)
     share = messages // sessions
     parts = [range(k * share, messages if k == sessions - 1 else (k + 1) * share)
              for k in range(sessions)]  # fmt: skip
     start = time.perf_counter()
     with ThreadPoolExecutor(sessions) as pool:
-        for future in [pool.submit(send, port, address, part, lmtp) for part in parts]:
+        for future in [pool.submit(send, stack, address, part, lmtp) for part in parts]:
             future.result()
     accepted = time.perf_counter() - start
     deadline = start + DELIVERY_TIMEOUT

@@ -262,7 +262,7 @@ average above) makes the absolute figures noisy; the ratios less so, since runs 
   rendered `dovecot.conf` (`benchmarks/plainstack.py`; the production templates have no
   switch). Its stored files are checked to be plaintext, and the encrypted stack's to start
   with `CRYPTED`. "Dovecot alone" sends the same messages over one LMTP session straight to
-  Dovecot's LMTP port (no Postfix): it isolates what `mail_crypt` costs Dovecot.
+  Dovecot's LMTP socket (no Postfix): it isolates what `mail_crypt` costs Dovecot.
   Target: encrypted/plain >= {DELIVERY_RATIO_TARGET} for both SMTP figures.
 - **Mailbox creation.** `POST /v1/mailboxes` on the backend as caller `web` (backend → keyhandler:
   P-521 key pair, argon2id password wrap, recovery wrap, two DB writes): p50/p90 of

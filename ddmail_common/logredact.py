@@ -7,6 +7,11 @@ its ``::``). A mangled version number costs little, while a leaked client addres
 taken back. Timestamps (``12:34:56``), queue ids, message-ids and three-part status codes
 (``5.7.1``) do not have the shape and are left alone.
 
+Names that identify a client are replaced by ``[host]``: the reverse-DNS name in front of a
+client's address (``connect from pool-71-105-12-34.example.net[ip]``, ``client=...[ip]``), the
+HELO/EHLO name (``helo=<...>``) and the names in Postfix's DNS check warnings. Such names often
+spell out the address. Servers we connect to (``relay=mx.example.org[ip]``) keep their names.
+
 Secrets are masked as ``[redacted]``: ``password=``-style values, ``Authorization`` headers,
 ``Bearer`` tokens and long base64/hex runs that look like key material.
 """
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 IP_PLACEHOLDER = "[ip]"
+HOST_PLACEHOLDER = "[host]"
 SECRET_PLACEHOLDER = "[redacted]"  # noqa: S105 - the mask, not a secret
 
 _V4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
@@ -40,6 +46,18 @@ _IP = re.compile(
     rf"(?=\[|:|[0-9A-Fa-f]{{1,4}}[:.])(?:\[(?:[Ii][Pp][Vv]6:)?(?:{_V6}|{_V4})\]|{_V6}|{_V4})"
 )
 _IPV4 = re.compile(rf"(?=\[|[0-9]{{1,3}}\.)(?:\[{_V4}\]|{_V4})")
+
+# Postfix names a client "NAME[ADDRESS]" after "from " (connect, disconnect, reject, lost
+# connection, TLS ...) and "client=" (cleanup); "unknown" means no name. Runs after the address
+# was replaced, so the bracket holds the placeholder (or a socket path, which is left alone).
+_CLIENT_NAME = re.compile(
+    r"(\bfrom |\bclient=)(?!unknown\[)[^\s\[\]<>,;]+(?=" + re.escape(IP_PLACEHOLDER) + ")"
+)
+# HELO/EHLO names are whatever the client says: often its own host name.
+_HELO = re.compile(r"(?i)(\b(?:helo|ehlo)=<)[^>\r\n]*(>)")
+# smtpd's DNS checks: "hostname NAME does not resolve to address", "hostname NAME verification
+# failed", "address not listed for hostname NAME".
+_HOSTNAME = re.compile(r"(\bhostname )[^\s\[\]<>,;:]+")
 
 _KEY_VALUE = re.compile(
     r"""(?i)((?:password|passwd|pass|secret|token|key)=)(?:"[^"]*"|'[^']*'|\S+)"""
@@ -76,6 +94,12 @@ def redact(text: str) -> str:
     ip = _IP if "::" in text or text.count(":") >= 6 else _IPV4
     text = ip.sub(IP_PLACEHOLDER, text)
     lowered = text.casefold()
+    if IP_PLACEHOLDER in text:
+        text = _CLIENT_NAME.sub(rf"\g<1>{HOST_PLACEHOLDER}", text)
+    if "helo=" in lowered or "ehlo=" in lowered:
+        text = _HELO.sub(rf"\g<1>{HOST_PLACEHOLDER}\g<2>", text)
+    if "hostname " in lowered:
+        text = _HOSTNAME.sub(rf"\g<1>{HOST_PLACEHOLDER}", text)
     masked = rf"\g<1>{SECRET_PLACEHOLDER}"
     if "authorization" in lowered:
         text = _AUTHORIZATION.sub(masked, text)

@@ -106,7 +106,7 @@ def create_app(cfg: Config, db: Database | None = None) -> Flask:
     @app.post("/v1/unlock")
     def unlock() -> Response:
         # Dovecot's Lua passdb cannot compute HMACs, so this one endpoint takes a bearer token
-        # from a file only Dovecot's auth worker (root) can read; it grants nothing else.
+        # from a file only Dovecot's auth worker (its own user) can read; it grants nothing else.
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(presented, unlock_token):
             raise ApiError(401, "bad_token", "The request is not authentic.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -12,11 +13,14 @@ from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
 from ddmail_stack import admin_panel, admin_target
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
+from ddmail_stack.processes import python_script
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
 from ddmail_web.funds import FundsError
 
 LOCAL_ACCOUNT = "local"
+# The host name mail clients should use for the local stack (its certificate names it).
+LOCAL_HOST = "localhost"
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
@@ -30,18 +34,30 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     except BaseException:
         stack.down()
         raise
+    # Mail clients get "localhost": the certificate names it, and several clients (mbsync,
+    # s-nail, fetchmail) do not match an IP address against the certificate's IP SANs.
     print(f"DDMail local stack is up in {layout.root}")
     print(f"  panel       {layout.web_url}  (CA: {layout.ca_cert})")
-    print(f"  IMAPS       127.0.0.1:{layout.imaps_port}")
+    print(f"  IMAPS       {LOCAL_HOST}:{layout.imaps_port}")
     print(
-        f"  submission  127.0.0.1:{layout.submission_port} (STARTTLS), "
-        f"127.0.0.1:{layout.smtps_port} (TLS)"
+        f"  submission  {LOCAL_HOST}:{layout.submission_port} (STARTTLS), "
+        f"{LOCAL_HOST}:{layout.smtps_port} (TLS)"
     )
-    print(f"  MX          127.0.0.1:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}")
-    print(f"  try: ddmail stack add-mailbox --root {layout.root} you@{GLOBAL_DOMAIN}")
+    print(
+        f"  MX          {LOCAL_HOST}:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}"
+    )
+    # The full path: the virtualenv's bin directory is usually not on PATH.
+    print(f"  try: {add_mailbox_command(layout)}")
     print("Press Ctrl-C to stop.", flush=True)
     run_until_signalled(stack)
     return 0
+
+
+def add_mailbox_command(layout: StackLayout, address: str = f"you@{GLOBAL_DOMAIN}") -> str:
+    """The command that creates a mailbox in this stack, runnable as printed."""
+    return shlex.join(
+        [python_script("ddmail"), "stack", "add-mailbox", "--root", str(layout.root), address]
+    )
 
 
 def cmd_stack_down(args: argparse.Namespace) -> int:

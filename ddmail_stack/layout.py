@@ -36,10 +36,6 @@ class StackLayout:
         return self.port_base + 993
 
     @property
-    def lmtp_port(self) -> int:
-        return self.port_base + 24
-
-    @property
     def sink_port(self) -> int:
         return self.port_base + 26
 
@@ -113,7 +109,7 @@ class StackLayout:
 
     @property
     def dovecot_lmtp_socket(self) -> Path:
-        """Dovecot's LMTP unix socket (Postfix's virtual_transport)."""
+        """Dovecot's LMTP unix socket, its only LMTP listener: for the OpenPGP stage alone."""
         return self.dovecot_base / "lmtp"
 
     @property
@@ -151,7 +147,6 @@ class StackLayout:
             "submission_port": self.submission_port,
             "smtps_port": self.smtps_port,
             "imaps_port": self.imaps_port,
-            "lmtp_port": self.lmtp_port,
             "sink_dir": str(self.sink_dir),
             "mail_root": str(self.mail_root),
             "log_dir": str(self.log_dir),

@@ -50,6 +50,9 @@ DOVECOT_FILES: tuple[tuple[str, str, int, str], ...] = (
 )
 
 VMAIL_USER = "vmail"
+# Dovecot's auth-worker runs as this user: it parses network input, and only it (with the
+# keyhandler) may read the unlock token file.
+AUTH_WORKER_USER = "ddmail-auth"
 START_TIMEOUT = 60.0  # the first Postfix start on a fresh queue takes ~2.5 s (post-install)
 STOP_TIMEOUT = 30.0
 
@@ -102,9 +105,18 @@ class MailDb:
 
 def ensure_vmail_user(name: str = VMAIL_USER) -> tuple[int, int]:
     """Create the system user that owns all maildirs if it is missing; return (uid, gid)."""
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
+    return ensure_system_user(name)
+
+
+def ensure_system_user(name: str) -> tuple[int, int]:
+    """Create a system user (and its group), no home, no shell, if missing; return (uid, gid)."""
+    detail = ""
+    for _ in range(20):
+        try:
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            pass
         result = subprocess.run(
             [
                 "useradd",
@@ -120,12 +132,12 @@ def ensure_vmail_user(name: str = VMAIL_USER) -> tuple[int, int]:
             capture_output=True,
             check=False,
         )
-        try:  # a concurrent stack may have created it (useradd then exits 9)
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            detail = result.stderr.decode(errors="replace").strip()
-            raise MtaError(f"useradd {name} failed: {detail}") from None
-    return entry.pw_uid, entry.pw_gid
+        # A concurrent stack may have created it (useradd exits 9) or hold the lock on
+        # /etc/passwd (exits 10): look again.
+        detail = result.stderr.decode(errors="replace").strip()
+        if result.returncode not in (0, 9):
+            time.sleep(0.1)
+    raise MtaError(f"useradd {name} failed: {detail}")
 
 
 def instance_name(layout: StackLayout) -> str:
@@ -197,13 +209,18 @@ def dovecot_vars(
         "dovecot_vmail_gid": vmail_gid,
         "dovecot_listen": "127.0.0.1",
         "dovecot_imaps_port": layout.imaps_port,
-        "dovecot_lmtp_address": "127.0.0.1",
-        "dovecot_lmtp_port": layout.lmtp_port,
+        # The OpenPGP stage runs as root in the local stack (as every service does).
+        "dovecot_lmtp_socket_user": "root",
         "dovecot_log_path": "/dev/stderr",
         "dovecot_ssl_cert_file": str(layout.server_cert),
         "dovecot_ssl_key_file": str(layout.server_key),
         "dovecot_keyhandler_unlock_url": f"http://127.0.0.1:{layout.unlock_port}/v1/unlock",
         "dovecot_keyhandler_token_file": str(keyhandler_token_file),
+        "dovecot_auth_worker_user": AUTH_WORKER_USER,
+        # The SQLite file and its directory belong to group postfix (share_sqlite_with_postfix).
+        "dovecot_auth_worker_extra_groups": ["dovecot", "postfix"]
+        if db.driver == "sqlite"
+        else ["dovecot"],
         "dovecot_keyhandler_request_timeout_msecs": 5000,
         "dovecot_keyhandler_connect_timeout_msecs": 1000,
         "dovecot_db_driver": db.driver,
@@ -284,6 +301,10 @@ def render_mail_config(
     layout.dovecot_state.chmod(0o750)
     os.chown(layout.mail_root, vmail_uid, vmail_gid)
     layout.mail_root.chmod(0o700)
+    # The token file belongs to the auth-worker's user alone (the keyhandler runs as root here).
+    auth_uid, auth_gid = ensure_system_user(AUTH_WORKER_USER)
+    os.chown(keyhandler_token_file, auth_uid, auth_gid)
+    keyhandler_token_file.chmod(0o600)
 
     _render_role("postfix", POSTFIX_FILES, layout.postfix_dir, postfix_vars(layout, db))
     _render_role(
@@ -425,7 +446,7 @@ def start_dovecot(
     """``dovecot -F -c FILE`` as a child in its own process group (log_path = /dev/stderr).
 
     Without STDOUT/STDERR the output goes to layout.log_dir/dovecot.log through the redactor.
-    Waits until IMAPS and LMTP accept and both unix sockets exist unless WAIT is false.
+    Waits until IMAPS accepts and the LMTP and SASL sockets exist unless WAIT is false.
     """
     conf = layout.dovecot_dir / "dovecot.conf"
     with _output(stdout, stderr, layout.log_dir / "dovecot.log") as (out, err):
@@ -438,7 +459,7 @@ def start_dovecot(
         )
     if wait:
         try:
-            wait_for_ports((layout.imaps_port, layout.lmtp_port), proc, what="dovecot")
+            wait_for_ports((layout.imaps_port,), proc, what="dovecot")
             deadline = time.monotonic() + START_TIMEOUT
             sockets = (layout.dovecot_lmtp_socket, layout.dovecot_auth_socket)
             while not all(path.exists() for path in sockets):

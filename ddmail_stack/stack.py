@@ -54,7 +54,9 @@ def prepare(layout: StackLayout) -> None:
         d.mkdir(parents=True, exist_ok=True)
     # Postfix (as postfix) and Dovecot's mail processes (as vmail) must traverse the root.
     layout.root.chmod(0o711)
-    layout.secrets.chmod(0o700)
+    # Traversable, not listable: Dovecot's auth-worker (its own user) opens the unlock token,
+    # which alone it owns (mta.render_mail_config); every other secret stays 0600 root.
+    layout.secrets.chmod(0o711)
     for name in config_file.SECRETS:
         ensure_secret(layout.secrets / f"{name}.key")
     if not (layout.secrets / "master.keys").exists():
@@ -180,7 +182,6 @@ class Stack:
             L.submission_port,
             L.smtps_port,
             L.imaps_port,
-            L.lmtp_port,
             L.web_port,
             L.sink_port,
         ):

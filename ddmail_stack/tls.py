@@ -54,7 +54,8 @@ def make_local_tls(
     )
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
-    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    # Clients are told to use "localhost" (some ignore IP SANs); the addresses are named too.
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hostnames[0]))

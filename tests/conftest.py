@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stackrun import VENV_BIN, RunningStack, start_stack, stop_stack_proc
+from tests.stackrun import (
+    VENV_BIN,
+    RunningStack,
+    start_stack,
+    stop_stack_proc,
+    unexpected_log_errors,
+)
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +30,9 @@ def stack() -> Iterator[RunningStack]:
     )
     assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
+    # After every test of the session and the shutdown: no daemon or service logged an error
+    # that no deliberate fault explains (an operator must be able to trust "Error:").
+    errors = unexpected_log_errors(running.log_dir, running.expected_log_errors)
+    assert not errors, "unexpected errors in the stack's logs:\n" + "\n".join(errors[:20])
     if not os.environ.get("DDMAIL_KEEP_ROOT"):  # keep it to read the logs of a failed run
         shutil.rmtree(running.root, ignore_errors=True)

@@ -6,6 +6,7 @@ import imaplib
 import json
 import os
 import random
+import re
 import signal
 import smtplib
 import socket
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,13 @@ class RunningStack:
     root: Path
     info: dict[str, Any]
     proc: subprocess.Popen[bytes]
+    # Errors tests provoke on purpose; any other error-level log line fails the session.
+    expected_log_errors: list[re.Pattern[str]] = field(default_factory=list)
+
+    def expect_log_errors(self, *patterns: str) -> None:
+        """Excuse error lines a fault test provokes on purpose. Make each pattern as narrow as
+        the fault (name the test's own mailbox), so real errors still fail the session."""
+        self.expected_log_errors += [re.compile(p) for p in patterns]
 
     @property
     def log_dir(self) -> Path:
@@ -126,6 +134,22 @@ class RunningStack:
         return int((self.root / "run" / f"{name}.pid").read_text())
 
 
+# A line a daemon or service logged at error level or worse: Dovecot's "Error:", "Panic:",
+# "Fatal:" and Postfix's "error:", "fatal:", "panic:" (its severity comes first).
+SEVERE_LOG_LINE = re.compile(r"(?:^|: )(?:Error|Panic|Fatal|error|fatal|panic): ")
+
+
+def unexpected_log_errors(log_dir: Path, expected: list[re.Pattern[str]]) -> list[str]:
+    """The error-level lines in LOG_DIR's files that match none of EXPECTED (the errors tests
+    provoked on purpose, see RunningStack.expect_log_errors)."""
+    found = []
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if SEVERE_LOG_LINE.search(line) and not any(p.search(line) for p in expected):
+                found.append(f"{path.name}: {line}")
+    return found
+
+
 def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,7 +160,7 @@ def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
-OFFSETS = (24, 25, 26, 80, 443, 465, 587, 993)
+OFFSETS = (25, 26, 80, 443, 465, 587, 993)
 
 
 def free_port_base() -> int:

@@ -67,7 +67,7 @@ def test_ip_addresses_are_replaced_whole(
         ),
         (
             "postfix/smtpd[1]: 4F3A2B1C9D: client=localhost[::1]",
-            "postfix/smtpd[1]: 4F3A2B1C9D: client=localhost[ip]",
+            "postfix/smtpd[1]: 4F3A2B1C9D: client=[host][ip]",
         ),
         (
             "postfix/smtp[9]: 4F3A2B1C9D: to=<x@example.org>, relay=mx.example.org"
@@ -79,13 +79,12 @@ def test_ip_addresses_are_replaced_whole(
             "NOQUEUE: reject: RCPT from unknown[192.0.2.7]: 554 5.7.1 <x@y.example>: Relay "
             "access denied; from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<[192.0.2.7]>",
             "NOQUEUE: reject: RCPT from unknown[ip]: 554 5.7.1 <x@y.example>: Relay "
-            "access denied; from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<[ip]>",
+            "access denied; from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<[host]>",
         ),
         (
             "warning: hostname x.example does not resolve to address 2001:db8::1: "
             "Name or service not known",
-            "warning: hostname x.example does not resolve to address [ip]: "
-            "Name or service not known",
+            "warning: hostname [host] does not resolve to address [ip]: Name or service not known",
         ),
         (
             "pop3-login: Aborted login (no auth attempts in 0 secs): user=<>, "
@@ -93,7 +92,7 @@ def test_ip_addresses_are_replaced_whole(
             "pop3-login: Aborted login (no auth attempts in 0 secs): user=<>, "
             "rip=[ip], lip=[ip], TLS handshaking",
         ),
-        ("helo=<[IPv6:2001:db8::1]>", "helo=<[ip]>"),
+        ("helo=<[IPv6:2001:db8::1]>", "helo=<[host]>"),
         ("tcp 192.0.2.7.25 > 198.51.100.1.51234", "tcp [ip].25 > [ip].51234"),
         ("2001:0DB8:0000:0000:0000:FF00:0042:8329", "[ip]"),
         ("::", "[ip]"),
@@ -101,6 +100,65 @@ def test_ip_addresses_are_replaced_whole(
 )
 def test_postfix_and_dovecot_lines_lose_their_ip_addresses(line: str, expected: str) -> None:
     assert redact(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "Dec  2 21:07:07 mail postfix/smtpd[4242]: connect from "
+            "pool-71-105-12-34.example.net[71.105.12.34]",
+            "Dec  2 21:07:07 mail postfix/smtpd[4242]: connect from [host][ip]",
+        ),
+        (
+            "postfix/smtpd[4242]: disconnect from pool-71-105-12-34.example.net[71.105.12.34] "
+            "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4",
+            "postfix/smtpd[4242]: disconnect from [host][ip] ehlo=1 mail=1 rcpt=0/1 quit=1 "
+            "commands=3/4",
+        ),
+        (
+            "postfix/cleanup[77]: 4F3A2B1C9D: client=dsl-12-34.home.example[2001:db8::7]",
+            "postfix/cleanup[77]: 4F3A2B1C9D: client=[host][ip]",
+        ),
+        (
+            "NOQUEUE: reject: RCPT from pool-71-105-12-34.example.net[71.105.12.34]: 550 5.1.1 "
+            "<x@ddmail.test>: Recipient address rejected: User unknown; from=<a@b.example> "
+            "to=<x@ddmail.test> proto=ESMTP helo=<alices-laptop.fritz.box>",
+            "NOQUEUE: reject: RCPT from [host][ip]: 550 5.1.1 <x@ddmail.test>: Recipient "
+            "address rejected: User unknown; from=<a@b.example> to=<x@ddmail.test> "
+            "proto=ESMTP helo=<[host]>",
+        ),
+        (
+            "postfix/smtpd[1]: lost connection after EHLO from host-34.isp.example[192.0.2.34]",
+            "postfix/smtpd[1]: lost connection after EHLO from [host][ip]",
+        ),
+        (
+            "warning: 192.0.2.34: hostname host-34.isp.example verification failed: "
+            "Name or service not known",
+            "warning: [ip]: hostname [host] verification failed: Name or service not known",
+        ),
+        ("EHLO/HELO: ehlo=<Alices-MacBook-Pro.local>", "EHLO/HELO: ehlo=<[host]>"),
+    ],
+)
+def test_client_host_and_helo_names_are_redacted(line: str, expected: str) -> None:
+    assert redact(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Nothing to redact: no name, or a server we connected to, or a unix socket.
+        "postfix/smtpd[1]: connect from unknown[192.0.2.7]",
+        "postfix/smtp[9]: 4F3A: to=<x@example.org>, relay=mx.example.org[192.0.2.25]:25, "
+        "delay=0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+        "postfix/lmtp[9]: 4F3A: to=<a@ddmail.test>, relay=mail.ddmail.test[/run/x.sock], "
+        "status=sent (250 2.0.0 Stored)",
+    ],
+)
+def test_names_that_identify_no_client_are_kept(line: str) -> None:
+    redacted = redact(line)
+    assert "[host]" not in redacted
+    assert ("mx.example.org" in line) == ("mx.example.org" in redacted)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,12 @@ import pytest
 from ddmail_stack.mta import template_env
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail_services"
-UNITS = ("ddmail-periodic.service", "ddmail-periodic.timer", "ddmail-milter.service")
+UNITS = (
+    "ddmail-periodic.service",
+    "ddmail-periodic.timer",
+    "ddmail-milter.service",
+    "ddmail-pgpstage.service",
+)
 
 
 def _defaults() -> set[str]:
@@ -32,6 +37,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_milter_user": "root",
         "ddmail_milter_group": "root",
         "ddmail_milter_writable_paths": ["/var/lib/ddmail"],
+        "ddmail_pgpstage_user": "root",
         **overrides,
     }
     assert set(variables) == _defaults(), "every template variable must have a default"
@@ -58,6 +64,16 @@ def test_periodic_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     service = (tmp_path / "ddmail-periodic.service").read_text()
     assert "admin billing run --config /etc/ddmail/ddmail.toml" in service
     assert "ReadWritePaths=/var/lib/ddmail" in service
+
+
+def test_openpgp_stage_unit_runs_the_stage_with_postfix_as_its_only_client(
+    tmp_path: Path,
+) -> None:
+    """Production has the stage between Postfix and Dovecot, as the local stack does."""
+    unit = (_render(tmp_path) / "ddmail-pgpstage.service").read_text()
+    assert f"{Path(sys.executable).parent}/ddmail-pgpstage --config" in unit
+    assert "SupplementaryGroups=postfix" in unit
+    assert Path(sys.executable).with_name("ddmail-pgpstage").exists()
 
 
 def test_a_bad_schedule_is_caught_by_the_same_check(tmp_path: Path) -> None:
