@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
-from ddmail_web import audit, totp_views
+from ddmail_web import audit, lockout, totp_views
 from ddmail_web.credentials import (
     KeyFile,
     new_account_id,
@@ -37,13 +37,10 @@ from ddmail_web.forms import EmptyForm, LoginForm, RevokeForm
 from ddmail_web.models import Account, PendingKeyfile, Session, User
 from ddmail_web.sessions import access, live, start_session, token_hash
 from ddmail_web.state import web
-from ddmail_web.throttle import count, hit
 
 bp = Blueprint("account", __name__)
 REG_COOKIE = "__Host-ddmail_registration"
 PENDING_SECONDS = 1800
-LOGIN_WINDOW = 900
-GLOBAL_FAILURES = "login-failures-global"
 LOGIN_FAILED = "Login failed: the username, password, key file or code is not right."
 
 
@@ -68,11 +65,10 @@ def register() -> Response | str | tuple[str, int]:
     if not form.validate_on_submit():
         return render_template("account/register.html", form=form)
     state = web()
-    with state.db.session() as s:
-        if hit(s, "register", 3600) > state.settings.registrations_per_hour:
-            return render_template("account/busy.html"), 429
     account, username, password = new_account_id(), new_username(), new_password()
     keyfile, recovery = KeyFile.generate(), new_recovery_secret()
+    # Before anything is created: with the server busy, the request is shed here (Busy).
+    password_hash = state.passwords.hash(password, proven=False)
     try:
         # The backend first: if it is down nothing is created here either.
         state.backend.call(
@@ -100,7 +96,7 @@ def register() -> Response | str | tuple[str, int]:
             User(
                 account=account,
                 username=username,
-                password_hash=state.passwords.hash(password),
+                password_hash=password_hash,
                 keyfile_digest=keyfile.digest(),
                 recovery_sealed=keyfile.seal(username, recovery),
                 totp_sealed=None,
@@ -186,26 +182,40 @@ def register_keyfile() -> Response | tuple[str, int]:
     return response
 
 
-def check_login(username: str, password: str, keyfile: KeyFile | None) -> User | None:
-    """The user if all factors are right. The same argon2 work is done for an unknown user, and
-    failures are counted only when the key file was right: someone without the key file cannot
-    lock the owner out by guessing passwords."""
+# Unknown usernames are compared with this, so they take the same (tiny) time as a known user
+# with a wrong key file.
+DECOY_DIGEST = KeyFile.generate().digest()
+
+
+def check_login(username: str, password: str, keyfile: KeyFile | None, code: str) -> User | None:
+    """The user if every factor is right.
+
+    The key file comes first: 512 random bits checked with one SHA-256. Without it no argon2
+    runs and nothing is counted, so made-up usernames and junk key files cost the server almost
+    nothing and can never stop the owner. With it, each user has a budget of argon2 checks and
+    of failures (password or one-time code) per window; only the key file's holder can use them
+    up."""
     state = web()
     with state.db.session() as s:
         user = s.execute(select(User).where(User.username == username)).scalar()
-    password_ok = state.passwords.verify(user.password_hash if user else None, password)
-    keyfile_ok = user is not None and keyfile is not None and keyfile.matches(user.keyfile_digest)
-    if user is None or not keyfile_ok:
+    digest = user.keyfile_digest if user is not None else DECOY_DIGEST
+    if keyfile is None or not keyfile.matches(digest) or user is None:
         return None
-    key = "login:" + hashlib.sha256(username.encode()).hexdigest()[:32]
     with state.db.session() as s:
-        if count(s, key, LOGIN_WINDOW) >= state.settings.login_failures_per_user:
+        if lockout.locked(s, state.settings, username):
             return None
-        if not password_ok:
-            hit(s, key, LOGIN_WINDOW)
-            audit.append(s, user.account, username, "login_failed")
+        if not lockout.spend_argon2(s, state.settings, username):
             return None
-    return user
+    if not state.passwords.verify(user.password_hash, password):
+        detail: tuple[str, ...] = ()
+    elif not totp_views.check_code(user, code):
+        detail = ("one-time code",)
+    else:
+        return user
+    with state.db.session() as s:
+        lockout.failed(s, username)
+        audit.append(s, user.account, username, "login_failed", *detail)
+    return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -215,24 +225,13 @@ def login() -> Response | str | tuple[str, int]:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("account/login.html", form=form), status
-    state = web()
-    with state.db.session() as s:
-        flood = count(s, GLOBAL_FAILURES, 60) >= state.settings.login_failures_global
-    if flood:
-        # No argon2 work while failures pour in: the CPU stays available to everyone else.
-        return render_template("account/busy_login.html", form=form), 429
     keyfile = KeyFile.parse(form.key.data.read(4097))
-    user = check_login(form.user.data, form.password.data, keyfile)
-    if user is not None and not totp_views.check_code(user, form.totp.data or ""):
-        with web().db.session() as s:
-            audit.append(s, user.account, user.username, "login_failed", "one-time code")
-        user = None
+    user = check_login(form.user.data, form.password.data, keyfile, form.totp.data or "")
     if user is None:
-        with state.db.session() as s:
-            hit(s, GLOBAL_FAILURES, 60)
         flash(LOGIN_FAILED, "error")
         return render_template("account/login.html", form=form), 401
     if g.get("session_id") is not None:
+        # The old session's row goes, and with it anything pending on it (a TOTP secret).
         with web().db.session() as s:
             s.execute(delete(Session).where(Session.id == g.session_id))
     start_session(user.id)

@@ -102,6 +102,7 @@ class TotpForm(FlaskForm):
     totp = StringField(
         "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}\Z", message="Six digits.")]
     )
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
 class VoucherForm(FlaskForm):
