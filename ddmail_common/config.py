@@ -39,6 +39,7 @@ class WebSettings:
     # "open", or "voucher": a new account needs a voucher code (the switch under a flood)
     registration: str = "open"
     unfunded_accounts_max: int = 20000  # never-funded accounts at once (bounds the database)
+    purge_unclaimed_hours: int = 1  # a never-funded account nobody logged into is then deleted
     login_failures_per_user: int = 10  # per 15 minutes, counted only with the right key file
     logins_per_user: int = 30  # argon2 checks per user per 15 minutes, whatever their outcome
     argon2_slots: int = 1  # argon2id runs at once across all panel workers (CPU guard)
@@ -145,6 +146,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         session_absolute_hours=_get(data, "web.session_absolute_hours", int, 12),
         registration=_get(data, "web.registration", str, "open"),
         unfunded_accounts_max=_get(data, "web.unfunded_accounts_max", int, 20000),
+        purge_unclaimed_hours=_get(data, "web.purge_unclaimed_hours", int, 1),
         login_failures_per_user=_get(data, "web.login_failures_per_user", int, 10),
         logins_per_user=_get(data, "web.logins_per_user", int, 30),
         argon2_slots=_get(data, "web.argon2_slots", int, max(1, (os.cpu_count() or 2) // 2)),

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
-from ddmail_web import audit, lockout, totp_views
+from ddmail_web import admission, audit, funds, lockout, totp_views
 from ddmail_web.credentials import (
     KeyFile,
     new_account_id,
@@ -33,7 +33,7 @@ from ddmail_web.credentials import (
     new_recovery_secret,
     new_username,
 )
-from ddmail_web.forms import EmptyForm, LoginForm, RevokeForm
+from ddmail_web.forms import EmptyForm, LoginForm, RegisterForm, RevokeForm
 from ddmail_web.models import Account, PendingKeyfile, Session, User
 from ddmail_web.sessions import access, live, start_session, token_hash
 from ddmail_web.state import web
@@ -61,57 +61,80 @@ def _open_for_browser(token: str, sealed: bytes) -> bytes | None:
 @bp.route("/register", methods=["GET", "POST"])
 @access("public")
 def register() -> Response | str | tuple[str, int]:
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        return render_template("account/register.html", form=form)
+    form = RegisterForm()
     state = web()
+    if not form.validate_on_submit():
+        return render_template("account/register.html", form=form, settings=state.settings)
+    voucher = (form.voucher.data or "").strip() or None
+    try:
+        with state.db.session() as s:  # a cheap early answer, before any work
+            admission.check(s, state.settings, voucher)
+    except admission.Refused as exc:
+        flash(str(exc), "error")
+        return render_template(
+            "account/register.html", form=form, settings=state.settings
+        ), exc.status
     account, username, password = new_account_id(), new_username(), new_password()
     keyfile, recovery = KeyFile.generate(), new_recovery_secret()
     # Before anything is created: with the server busy, the request is shed here (Busy).
     password_hash = state.passwords.hash(password, proven=False)
+    enabled = state.settings.new_accounts_enabled or voucher is not None
     try:
         # The backend first: if it is down nothing is created here either.
         state.backend.call(
             "POST", "/v1/accounts/recovery-key", {"account": account, "secret": recovery}
         )
-        if not state.settings.new_accounts_enabled:
+        if not enabled:
             # Unfunded: its future addresses get temporary errors until funds arrive.
             state.backend.call("POST", "/v1/accounts/state", {"account": account, "enabled": False})
     except ApiError as exc:
         flash(f"Registration is not possible right now: {exc.message}", "error")
-        return render_template("account/register.html", form=form), 503
+        return render_template("account/register.html", form=form, settings=state.settings), 503
     now = int(time.time())
-    with state.db.session() as s:
-        s.add(
-            Account(
-                id=account,
-                created_at=now,
-                enabled=state.settings.new_accounts_enabled,
-                gratis=False,
-                payment_reference=new_payment_reference(),
+    try:
+        with state.db.session() as s:
+            # The exact check, in turn with concurrent registrations (the early one may race).
+            admission.serialize(s)
+            admission.check(s, state.settings, voucher)
+            s.add(
+                Account(
+                    id=account,
+                    created_at=now,
+                    enabled=enabled,
+                    gratis=False,
+                    payment_reference=new_payment_reference(),
+                )
             )
-        )
-        s.flush()
-        s.add(
-            User(
-                account=account,
-                username=username,
-                password_hash=password_hash,
-                keyfile_digest=keyfile.digest(),
-                recovery_sealed=keyfile.seal(username, recovery),
-                totp_sealed=None,
-                totp_last_step=None,
-                created_at=now,
+            s.flush()
+            s.add(
+                User(
+                    account=account,
+                    username=username,
+                    password_hash=password_hash,
+                    keyfile_digest=keyfile.digest(),
+                    recovery_sealed=keyfile.seal(username, recovery),
+                    totp_sealed=None,
+                    totp_last_step=None,
+                    created_at=now,
+                )
             )
-        )
-        token = offer_keyfile(s, username, keyfile.render(account, username))
-        audit.append(s, account, username, "account_registered")
+            token = offer_keyfile(s, username, keyfile.render(account, username))
+            audit.append(s, account, username, "account_registered")
+            if voucher is not None:
+                funds.redeem(s, account, username, voucher)
+    except (admission.Refused, funds.FundsError) as exc:
+        # Lost a race; the backend's recovery key for this account id stays, unused.
+        flash(str(exc), "error")
+        status = exc.status if isinstance(exc, admission.Refused) else 400
+        return render_template("account/register.html", form=form, settings=state.settings), status
     response = make_response(
         render_template(
             "account/registered.html",
             account=account,
             username=username,
             password=password,
+            funded=voucher is not None,
+            claim_hours=state.settings.purge_unclaimed_hours,
         )
     )
     response.headers["Cache-Control"] = "no-store"

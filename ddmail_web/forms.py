@@ -19,6 +19,10 @@ class EmptyForm(FlaskForm):
     """A form with only the CSRF token (buttons such as logout)."""
 
 
+class RegisterForm(FlaskForm):
+    voucher = StringField("Voucher code", validators=[Optional(), Length(max=40)])
+
+
 class LoginForm(FlaskForm):
     # Usernames are generated: lower-case letters and digits only (nothing else reaches the DB).
     user = StringField(
