@@ -17,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from sqlalchemy import delete, select
@@ -41,6 +42,9 @@ from ddmail_web.state import web
 bp = Blueprint("account", __name__)
 REG_COOKIE = "__Host-ddmail_registration"
 PENDING_SECONDS = 1800
+# Where older versions kept a TOTP secret being set up (Flask's signed cookie); now it is on the
+# session's row, and a browser still carrying one loses it at its next login or logout.
+LEGACY_TOTP_PENDING = "totp_pending"
 LOGIN_FAILED = "Login failed: the username, password, key file or code is not right."
 
 
@@ -258,6 +262,7 @@ def login() -> Response | str | tuple[str, int]:
         with web().db.session() as s:
             s.execute(delete(Session).where(Session.id == g.session_id))
     start_session(user.id)
+    session.pop(LEGACY_TOTP_PENDING, None)
     with web().db.session() as s:
         audit.append(s, user.account, user.username, "login")
     return redirect(url_for("settings.menu"))
@@ -272,6 +277,7 @@ def logout() -> Response:
             s.execute(delete(Session).where(Session.id == g.session_id))
             audit.append(s, g.user.account, g.user.username, "logout")
         g.clear_session_cookie = True
+        session.pop(LEGACY_TOTP_PENDING, None)
         flash("You are logged out.", "success")
     return redirect(url_for("account.login"))
 

@@ -260,3 +260,20 @@ def test_the_pending_totp_secret_is_never_in_a_cookie_and_ends_with_the_session(
     # A new login in the same browser also starts afresh.
     browser.login(reg)
     assert codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"] != again
+
+
+def test_a_secret_left_in_the_cookie_by_an_older_version_is_dropped_at_login_and_logout(
+    browser: Browser,  # noqa: F811
+) -> None:
+    reg = browser.register()
+    for step in ("login", "logout"):
+        with browser.client.session_transaction(base_url="https://localhost") as cookie:
+            cookie["totp_pending"] = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+        if step == "login":
+            assert browser.login(reg).status_code == 302
+        else:
+            browser.post("/logout", token_from="/settings")
+        with browser.client.session_transaction(base_url="https://localhost") as cookie:
+            assert "totp_pending" not in cookie
+        page = browser.get("/settings/totp").get_data(as_text=True)
+        assert "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP" not in page
