@@ -62,22 +62,25 @@ def _open_for_browser(token: str, sealed: bytes) -> bytes | None:
         return None
 
 
+def _register_page(form: RegisterForm, error: str = "", status: int = 200) -> tuple[str, int]:
+    if error:
+        flash(error, "error")
+    return render_template("account/register.html", form=form, settings=web().settings), status
+
+
 @bp.route("/register", methods=["GET", "POST"])
 @access("public")
 def register() -> Response | str | tuple[str, int]:
     form = RegisterForm()
     state = web()
     if not form.validate_on_submit():
-        return render_template("account/register.html", form=form, settings=state.settings)
+        return _register_page(form)
     voucher = (form.voucher.data or "").strip() or None
     try:
         with state.db.session() as s:  # a cheap early answer, before any work
             admission.check(s, state.settings, voucher)
     except admission.Refused as exc:
-        flash(str(exc), "error")
-        return render_template(
-            "account/register.html", form=form, settings=state.settings
-        ), exc.status
+        return _register_page(form, str(exc), exc.status)
     account, username, password = new_account_id(), new_username(), new_password()
     keyfile, recovery = KeyFile.generate(), new_recovery_secret()
     # Before anything is created: with the server busy, the request is shed here (Busy).
@@ -92,8 +95,7 @@ def register() -> Response | str | tuple[str, int]:
             # Unfunded: its future addresses get temporary errors until funds arrive.
             state.backend.call("POST", "/v1/accounts/state", {"account": account, "enabled": False})
     except ApiError as exc:
-        flash(f"Registration is not possible right now: {exc.message}", "error")
-        return render_template("account/register.html", form=form, settings=state.settings), 503
+        return _register_page(form, f"Registration is not possible right now: {exc.message}", 503)
     now = int(time.time())
     try:
         with state.db.session() as s:
@@ -128,9 +130,7 @@ def register() -> Response | str | tuple[str, int]:
                 funds.redeem(s, account, username, voucher)
     except (admission.Refused, funds.FundsError) as exc:
         # Lost a race; the backend's recovery key for this account id stays, unused.
-        flash(str(exc), "error")
-        status = exc.status if isinstance(exc, admission.Refused) else 400
-        return render_template("account/register.html", form=form, settings=state.settings), status
+        return _register_page(form, str(exc), getattr(exc, "status", 400))
     response = make_response(
         render_template(
             "account/registered.html",
