@@ -22,6 +22,9 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
 
 
+REGISTRATION_MODES = ("open", "voucher")
+
+
 @dataclass(frozen=True)
 class Argon2Settings:
     memory_kib: int = 19456  # OWASP minimum for argon2id: 19 MiB, t=2, p=1
@@ -39,9 +42,13 @@ class WebSettings:
     new_accounts_enabled: bool = False  # production: an account starts unfunded
     session_idle_minutes: int = 30
     session_absolute_hours: int = 12
-    registrations_per_hour: int = 60  # global: no IP addresses are used
+    # "open", or "voucher": a new account needs a voucher code (the switch under a flood)
+    registration: str = "open"
+    unfunded_accounts_max: int = 20000  # never-funded accounts at once (bounds the database)
+    purge_unclaimed_hours: int = 1  # a never-funded account nobody logged into is then deleted
     login_failures_per_user: int = 10  # per 15 minutes, counted only with the right key file
-    login_failures_global: int = 300  # per minute, all users: beyond it logins wait (CPU guard)
+    logins_per_user: int = 30  # argon2 checks per user per 15 minutes, whatever their outcome
+    argon2_slots: int = 1  # argon2id runs at once across all panel workers (CPU guard)
     price_cents_per_gb_month: int = 100  # every started GB, at least one
     currency: str = "EUR"  # shown next to every price (pricing page, funds page)
     grace_days: int = 30  # a disabled account is deleted after this many days
@@ -251,9 +258,12 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         new_accounts_enabled=bool(_get(data, "web.new_accounts_enabled", bool, False)),
         session_idle_minutes=_get(data, "web.session_idle_minutes", int, 30),
         session_absolute_hours=_get(data, "web.session_absolute_hours", int, 12),
-        registrations_per_hour=_get(data, "web.registrations_per_hour", int, 60),
+        registration=_get(data, "web.registration", str, "open"),
+        unfunded_accounts_max=_get(data, "web.unfunded_accounts_max", int, 20000),
+        purge_unclaimed_hours=_get(data, "web.purge_unclaimed_hours", int, 1),
         login_failures_per_user=_get(data, "web.login_failures_per_user", int, 10),
-        login_failures_global=_get(data, "web.login_failures_global", int, 300),
+        logins_per_user=_get(data, "web.logins_per_user", int, 30),
+        argon2_slots=_get(data, "web.argon2_slots", int, max(1, (os.cpu_count() or 2) // 2)),
         price_cents_per_gb_month=_get(data, "web.price_cents_per_gb_month", int, 100),
         currency=_get(data, "web.currency", str, WebSettings.currency),
         grace_days=_get(data, "web.grace_days", int, 30),
@@ -264,6 +274,10 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
             parallelism=1,
         ),
     )
+    if web.registration not in REGISTRATION_MODES:
+        raise ConfigError(f"web.registration: expected one of {', '.join(REGISTRATION_MODES)}")
+    if web.argon2_slots < 1 or web.unfunded_accounts_max < 1:
+        raise ConfigError("web.argon2_slots and web.unfunded_accounts_max: at least 1")
     db_url = _get(data, "database.url", str)
     if has_inline_password(db_url):
         raise ConfigError(f"database.url: {URL_CREDENTIAL_REFUSED}")

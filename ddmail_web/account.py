@@ -17,6 +17,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from sqlalchemy import delete, select
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
-from ddmail_web import audit, totp_views
+from ddmail_web import admission, audit, funds, lockout, totp_views
 from ddmail_web.credentials import (
     KeyFile,
     new_account_id,
@@ -33,17 +34,17 @@ from ddmail_web.credentials import (
     new_recovery_secret,
     new_username,
 )
-from ddmail_web.forms import EmptyForm, LoginForm, RevokeForm
+from ddmail_web.forms import EmptyForm, LoginForm, RegisterForm, RevokeForm
 from ddmail_web.models import Account, PendingKeyfile, Session, User
 from ddmail_web.sessions import access, live, start_session, token_hash
 from ddmail_web.state import web
-from ddmail_web.throttle import count, hit
 
 bp = Blueprint("account", __name__)
 REG_COOKIE = "__Host-ddmail_registration"
 PENDING_SECONDS = 1800
-LOGIN_WINDOW = 900
-GLOBAL_FAILURES = "login-failures-global"
+# Where older versions kept a TOTP secret being set up (Flask's signed cookie); now it is on the
+# session's row, and a browser still carrying one loses it at its next login or logout.
+LEGACY_TOTP_PENDING = "totp_pending"
 LOGIN_FAILED = "Login failed: the username, password, key file or code is not right."
 
 
@@ -61,61 +62,83 @@ def _open_for_browser(token: str, sealed: bytes) -> bytes | None:
         return None
 
 
+def _register_page(form: RegisterForm, error: str = "", status: int = 200) -> tuple[str, int]:
+    if error:
+        flash(error, "error")
+    return render_template("account/register.html", form=form, settings=web().settings), status
+
+
 @bp.route("/register", methods=["GET", "POST"])
 @access("public")
 def register() -> Response | str | tuple[str, int]:
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        return render_template("account/register.html", form=form)
+    form = RegisterForm()
     state = web()
-    with state.db.session() as s:
-        if hit(s, "register", 3600) > state.settings.registrations_per_hour:
-            return render_template("account/busy.html"), 429
+    if not form.validate_on_submit():
+        return _register_page(form)
+    voucher = (form.voucher.data or "").strip() or None
+    try:
+        with state.db.session() as s:  # a cheap early answer, before any work
+            admission.check(s, state.settings, voucher)
+    except admission.Refused as exc:
+        return _register_page(form, str(exc), exc.status)
     account, username, password = new_account_id(), new_username(), new_password()
     keyfile, recovery = KeyFile.generate(), new_recovery_secret()
+    # Before anything is created: with the server busy, the request is shed here (Busy).
+    password_hash = state.passwords.hash(password, proven=False)
+    enabled = state.settings.new_accounts_enabled or voucher is not None
     try:
         # The backend first: if it is down nothing is created here either.
         state.backend.call(
             "POST", "/v1/accounts/recovery-key", {"account": account, "secret": recovery}
         )
-        if not state.settings.new_accounts_enabled:
+        if not enabled:
             # Unfunded: its future addresses get temporary errors until funds arrive.
             state.backend.call("POST", "/v1/accounts/state", {"account": account, "enabled": False})
     except ApiError as exc:
-        flash(f"Registration is not possible right now: {exc.message}", "error")
-        return render_template("account/register.html", form=form), 503
+        return _register_page(form, f"Registration is not possible right now: {exc.message}", 503)
     now = int(time.time())
-    with state.db.session() as s:
-        s.add(
-            Account(
-                id=account,
-                created_at=now,
-                enabled=state.settings.new_accounts_enabled,
-                gratis=False,
-                payment_reference=new_payment_reference(),
+    try:
+        with state.db.session() as s:
+            # The exact check, in turn with concurrent registrations (the early one may race).
+            admission.serialize(s)
+            admission.check(s, state.settings, voucher)
+            s.add(
+                Account(
+                    id=account,
+                    created_at=now,
+                    enabled=enabled,
+                    gratis=False,
+                    payment_reference=new_payment_reference(),
+                )
             )
-        )
-        s.flush()
-        s.add(
-            User(
-                account=account,
-                username=username,
-                password_hash=state.passwords.hash(password),
-                keyfile_digest=keyfile.digest(),
-                recovery_sealed=keyfile.seal(username, recovery),
-                totp_sealed=None,
-                totp_last_step=None,
-                created_at=now,
+            s.flush()
+            s.add(
+                User(
+                    account=account,
+                    username=username,
+                    password_hash=password_hash,
+                    keyfile_digest=keyfile.digest(),
+                    recovery_sealed=keyfile.seal(username, recovery),
+                    totp_sealed=None,
+                    totp_last_step=None,
+                    created_at=now,
+                )
             )
-        )
-        token = offer_keyfile(s, username, keyfile.render(account, username))
-        audit.append(s, account, username, "account_registered")
+            token = offer_keyfile(s, username, keyfile.render(account, username))
+            audit.append(s, account, username, "account_registered")
+            if voucher is not None:
+                funds.redeem(s, account, username, voucher)
+    except (admission.Refused, funds.FundsError) as exc:
+        # Lost a race; the backend's recovery key for this account id stays, unused.
+        return _register_page(form, str(exc), getattr(exc, "status", 400))
     response = make_response(
         render_template(
             "account/registered.html",
             account=account,
             username=username,
             password=password,
+            funded=voucher is not None,
+            claim_hours=state.settings.purge_unclaimed_hours,
         )
     )
     response.headers["Cache-Control"] = "no-store"
@@ -186,26 +209,40 @@ def register_keyfile() -> Response | tuple[str, int]:
     return response
 
 
-def check_login(username: str, password: str, keyfile: KeyFile | None) -> User | None:
-    """The user if all factors are right. The same argon2 work is done for an unknown user, and
-    failures are counted only when the key file was right: someone without the key file cannot
-    lock the owner out by guessing passwords."""
+# Unknown usernames are compared with this, so they take the same (tiny) time as a known user
+# with a wrong key file.
+DECOY_DIGEST = KeyFile.generate().digest()
+
+
+def check_login(username: str, password: str, keyfile: KeyFile | None, code: str) -> User | None:
+    """The user if every factor is right.
+
+    The key file comes first: 512 random bits checked with one SHA-256. Without it no argon2
+    runs and nothing is counted, so made-up usernames and junk key files cost the server almost
+    nothing and can never stop the owner. With it, each user has a budget of argon2 checks and
+    of failures (password or one-time code) per window; only the key file's holder can use them
+    up."""
     state = web()
     with state.db.session() as s:
         user = s.execute(select(User).where(User.username == username)).scalar()
-    password_ok = state.passwords.verify(user.password_hash if user else None, password)
-    keyfile_ok = user is not None and keyfile is not None and keyfile.matches(user.keyfile_digest)
-    if user is None or not keyfile_ok:
+    digest = user.keyfile_digest if user is not None else DECOY_DIGEST
+    if keyfile is None or not keyfile.matches(digest) or user is None:
         return None
-    key = "login:" + hashlib.sha256(username.encode()).hexdigest()[:32]
     with state.db.session() as s:
-        if count(s, key, LOGIN_WINDOW) >= state.settings.login_failures_per_user:
+        if lockout.locked(s, state.settings, username):
             return None
-        if not password_ok:
-            hit(s, key, LOGIN_WINDOW)
-            audit.append(s, user.account, username, "login_failed")
+        if not lockout.spend_argon2(s, state.settings, username):
             return None
-    return user
+    if not state.passwords.verify(user.password_hash, password):
+        detail: tuple[str, ...] = ()
+    elif not totp_views.check_code(user, code):
+        detail = ("one-time code",)
+    else:
+        return user
+    with state.db.session() as s:
+        lockout.failed(s, username)
+        audit.append(s, user.account, username, "login_failed", *detail)
+    return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -215,27 +252,17 @@ def login() -> Response | str | tuple[str, int]:
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("account/login.html", form=form), status
-    state = web()
-    with state.db.session() as s:
-        flood = count(s, GLOBAL_FAILURES, 60) >= state.settings.login_failures_global
-    if flood:
-        # No argon2 work while failures pour in: the CPU stays available to everyone else.
-        return render_template("account/busy_login.html", form=form), 429
     keyfile = KeyFile.parse(form.key.data.read(4097))
-    user = check_login(form.user.data, form.password.data, keyfile)
-    if user is not None and not totp_views.check_code(user, form.totp.data or ""):
-        with web().db.session() as s:
-            audit.append(s, user.account, user.username, "login_failed", "one-time code")
-        user = None
+    user = check_login(form.user.data, form.password.data, keyfile, form.totp.data or "")
     if user is None:
-        with state.db.session() as s:
-            hit(s, GLOBAL_FAILURES, 60)
         flash(LOGIN_FAILED, "error")
         return render_template("account/login.html", form=form), 401
     if g.get("session_id") is not None:
+        # The old session's row goes, and with it anything pending on it (a TOTP secret).
         with web().db.session() as s:
             s.execute(delete(Session).where(Session.id == g.session_id))
     start_session(user.id)
+    session.pop(LEGACY_TOTP_PENDING, None)
     with web().db.session() as s:
         audit.append(s, user.account, user.username, "login")
     return redirect(url_for("settings.menu"))
@@ -250,6 +277,7 @@ def logout() -> Response:
             s.execute(delete(Session).where(Session.id == g.session_id))
             audit.append(s, g.user.account, g.user.username, "logout")
         g.clear_session_cookie = True
+        session.pop(LEGACY_TOTP_PENDING, None)
         flash("You are logged out.", "success")
     return redirect(url_for("account.login"))
 

@@ -28,6 +28,7 @@ from ddmail_web.headers import add_security_headers
 from ddmail_web.links import path
 from ddmail_web.sessions import access, load_session, set_cookie
 from ddmail_web.state import WebState, panel_database
+from ddmail_web.workslots import Busy, WorkSlots
 
 MAX_REQUEST = 256 * 1024
 
@@ -71,7 +72,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
             db=panel_database(cfg),
             settings=cfg.web,
             backend=ServiceClient("web", cfg.secret("web"), cfg.backend_socket, "backend"),
-            passwords=Passwords(cfg.web.argon2),
+            passwords=Passwords(cfg.web.argon2, WorkSlots(cfg.web.argon2_slots)),
         )
     if overrides:
         app.config.update(overrides)
@@ -116,6 +117,11 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
             "token or has expired. Go back, reload the page and try again. "
             "Nothing was changed.",
         ), 400
+
+    @app.errorhandler(Busy)
+    def busy(_exc: Busy) -> tuple[str, int]:
+        # Every argon2 run happens before the request changes anything.
+        return render_template("busy.html"), 503
 
     @app.errorhandler(404)
     def not_found(_exc: Exception) -> tuple[str, int]:

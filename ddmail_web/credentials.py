@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ddmail_common.config import Argon2Settings
+from ddmail_web.workslots import WorkSlots
 
 ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 LOWER = "abcdefghijkmnpqrstuvwxyz23456789"
@@ -107,21 +109,34 @@ class KeyFile:
 
 
 class Passwords:
-    """argon2id for panel passwords; unknown users cost the same work as known ones."""
+    """argon2id for panel passwords, run only in a slot of the shared work pool (WORKSLOTS):
+    however many requests arrive, at most that many hashes run at once."""
 
-    def __init__(self, params: Argon2Settings) -> None:
+    # How long a request waits for a slot: someone who has proven a factor waits longer.
+    PROVEN_WAIT = 10.0
+    ANONYMOUS_WAIT = 1.0
+
+    def __init__(self, params: Argon2Settings, slots: WorkSlots) -> None:
         self._hasher = PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_kib,
             parallelism=params.parallelism,
         )
-        self._decoy = self._hasher.hash(new_password())
+        self.slots = slots
 
-    def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+    def _slot(self, proven: bool) -> AbstractContextManager[None]:
+        wait = self.PROVEN_WAIT if proven else self.ANONYMOUS_WAIT
+        return self.slots.slot(wait, priority=proven)
 
-    def verify(self, stored: str | None, password: str) -> bool:
-        try:
-            return self._hasher.verify(stored or self._decoy, password) and stored is not None
-        except (VerificationError, InvalidHashError):
-            return False
+    def hash(self, password: str, proven: bool = True) -> str:
+        """PROVEN: the caller has shown a key file or a session (not so for a registration)."""
+        with self._slot(proven):
+            return self._hasher.hash(password)
+
+    def verify(self, stored: str, password: str) -> bool:
+        """Only ever called once the right key file was shown (so always PROVEN)."""
+        with self._slot(True):
+            try:
+                return self._hasher.verify(stored, password)
+            except (VerificationError, InvalidHashError):
+                return False

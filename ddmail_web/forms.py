@@ -19,6 +19,10 @@ class EmptyForm(FlaskForm):
     """A form with only the CSRF token (buttons such as logout)."""
 
 
+class RegisterForm(FlaskForm):
+    voucher = StringField("Voucher code", validators=[Optional(), Length(max=40)])
+
+
 class LoginForm(FlaskForm):
     # Usernames are generated: lower-case letters and digits only (nothing else reaches the DB).
     user = StringField(
@@ -106,6 +110,7 @@ class TotpForm(FlaskForm):
     totp = StringField(
         "Code", validators=[DataRequired(), Regexp(r"^[0-9 ]{6,8}\Z", message="Six digits.")]
     )
+    key = FileField("Key file", validators=[FileRequired("Choose your key file.")])
 
 
 class VoucherForm(FlaskForm):

@@ -2,7 +2,8 @@
 
 An account pays per started GB of stored mail per month. When its funds run out it is disabled
 (mail to it gets a temporary error, its users see only the funds page); after the grace period it
-is deleted, mailboxes crypto-shredded first. Accounts never funded are purged the same way.
+is deleted, mailboxes crypto-shredded first. Accounts never funded are purged the same way, and
+sooner if nobody has ever logged into them (ddmail_web.admission).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ddmail_common.client import ServiceClient
 from ddmail_common.config import WebSettings
 from ddmail_common.db import Database
 from ddmail_web import audit
+from ddmail_web.audit import AuditEntry
 from ddmail_web.funds_models import LedgerEntry, Voucher
 from ddmail_web.models import Account
 
@@ -93,6 +95,11 @@ def create_vouchers(s: DbSession, count: int, cents: int) -> list[str]:
             )
         )
     return codes
+
+
+def voucher_usable(s: DbSession, code: str) -> bool:
+    voucher = s.get(Voucher, _code_hash(code))
+    return voucher is not None and voucher.redeemed_by is None
 
 
 def redeem(s: DbSession, account: str, actor: str, code: str) -> int:
@@ -169,6 +176,15 @@ class Billing:
                     )
                 ).first()
             }
+
+        def claimed(account: str) -> bool:
+            """Someone has logged into it (a registration flood does not bother to)."""
+            with self.db.session() as s:
+                found = select(AuditEntry.id).where(
+                    AuditEntry.account == account, AuditEntry.action == "login"
+                )
+                return s.execute(found.limit(1)).first() is not None
+
         for account in accounts:
             if account.gratis:
                 continue
@@ -177,9 +193,10 @@ class Billing:
                 account.disabled_at is not None
                 and now - account.disabled_at > self.settings.grace_days * 86400
             )
-            stale = (
-                never_funded
-                and now - account.created_at > self.settings.purge_unfunded_days * 86400
+            age = now - account.created_at
+            stale = never_funded and (
+                age > self.settings.purge_unfunded_days * 86400
+                or (age > self.settings.purge_unclaimed_hours * 3600 and not claimed(account.id))
             )
             if grace_over or stale:
                 delete_account(account.id)  # type: ignore[operator]

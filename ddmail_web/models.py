@@ -45,6 +45,9 @@ class Session(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(Integer)
     last_seen: Mapped[int] = mapped_column(Integer)
+    # A TOTP secret being set up, sealed under the master key: it goes with the session (at
+    # logout, at the next login), never into a cookie.
+    totp_pending: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class PendingKeyfile(Base):

@@ -122,6 +122,7 @@ def test_never_funded_accounts_are_purged_and_gratis_ones_kept(
 ) -> None:
     svc, _, browser = env
     first, second = browser.register(), Browser(env[1]).register()
+    browser.login(first)  # claimed: kept for the full period (unclaimed ones go sooner)
     b = billing(svc)
     with b.db.session() as s:
         row = s.get(Account, second.account)
