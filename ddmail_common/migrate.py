@@ -7,14 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-# The only relations Postfix and Dovecot may read (migrations 0002, 0004, 0010).
+# The only relations Postfix and Dovecot may read (migrations 0002, 0004, 0008).
 MAIL_VIEWS = (
     "mail_domains",
     "mail_mailboxes",
     "mail_aliases",
     "mail_senders",
     "mail_recipient_access",
-    "mail_operator_aliases",  # migration 0010
+    "mail_operator_aliases",  # migration 0008
 )
 
 

@@ -176,7 +176,7 @@ def test_claims_per_account_are_bounded(svc: Services) -> None:
     assert exc.value.status == 422
 
 
-def test_migration_0010_turns_unverified_domains_into_claims_and_back(tmp_path: Path) -> None:
+def test_migration_0008_turns_unverified_domains_into_claims_and_back(tmp_path: Path) -> None:
     from alembic import command
 
     from ddmail_common.migrate import alembic_config
@@ -194,7 +194,7 @@ def test_migration_0010_turns_unverified_domains_into_claims_and_back(tmp_path: 
                 "('v.example', 'account', 'a', TRUE, TRUE, 'tok2', 5)"
             )
         )
-    command.upgrade(cfg, "0010")
+    command.upgrade(cfg, "0008")
     with engine.begin() as conn:
         claims = list(conn.execute(text("SELECT name, account, token FROM backend_domain_claims")))
         held = list(conn.execute(text("SELECT name FROM backend_domains")))

@@ -5,7 +5,7 @@ to verify gets the domain). Account domains get re-verification columns. Operato
 (postmaster@, abuse@, report addresses) get a table and a view that Postfix reads as a second
 virtual alias map.
 
-Revision ID: 0010
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -5,8 +5,8 @@ that its owner had not paid. Mail to a disabled account is now accepted and stor
 rest like all mail); its mailboxes still cannot log in or send (mail_senders and Dovecot's deny
 passdb on mail_recipient_access are unchanged). See docs/design-notes.md item 40.
 
-Revision ID: 0012
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from importlib import import_module
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
