@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,12 +51,23 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
+def _forget_inherited_connections(ref: weakref.ref[Engine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.dispose(close=False)  # the parent's connections stay the parent's
+
+
 class Database:
     def __init__(self, url: str, session_info: dict[str, object] | None = None) -> None:
         """SESSION_INFO is copied into every session's `info` (what a service's code needs
         alongside its tables, such as the panel's audit key)."""
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False, info=session_info)
+        # A service opens connections while its app is built (e.g. the backend's operator
+        # routes), then gunicorn forks the worker: parent and child must never share a pooled
+        # connection (on PostgreSQL they would trample each other's prepared statements).
+        engine = weakref.ref(self.engine)
+        os.register_at_fork(after_in_child=lambda: _forget_inherited_connections(engine))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
