@@ -1,4 +1,4 @@
-"""Mailboxes, in the order of docs/architecture.md §6: no half-made mailbox, no key without a mailbox.
+"""Mailboxes in the order of docs/architecture.md §6: no half-made mailbox, no key without one.
 
 add:    reserve the address (pending, invisible to Postfix/Dovecot) → keyhandler makes the key
         → mark active with its public key. Any failure undoes the earlier steps.
