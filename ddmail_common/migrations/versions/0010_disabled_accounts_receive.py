@@ -3,7 +3,7 @@
 Their addresses used to answer 450 4.2.1 at RCPT, which told any sender who probed an address
 that its owner had not paid. Mail to a disabled account is now accepted and stored (encrypted at
 rest like all mail); its mailboxes still cannot log in or send (mail_senders and Dovecot's deny
-passdb on mail_recipient_access are unchanged). See docs/design-notes.md item 40.
+passdb on mail_recipient_access are unchanged). See docs/design-notes.md item 29.
 
 Revision ID: 0010
 Revises: 0009
