@@ -8,12 +8,9 @@ handed to Dovecot for such a recipient. Recipients without a key pass through un
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import email.utils
-import grp
 import logging
-import os
 import signal
 import smtplib
 import threading
@@ -25,9 +22,8 @@ from aiosmtpd.controller import UnixSocketController
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ddmail_common import config as config_mod
+from ddmail_common import socket_daemon
 from ddmail_common.db import Database
-from ddmail_common.logredact import install as install_redaction
 from ddmail_common.validators import InvalidInput, parse_foreign_address
 from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
 from ddmail_keyhandler.pgpmime import EncryptionError, encrypt_message, is_already_encrypted
@@ -209,18 +205,12 @@ def serve(stage: Stage, socket_path: Path) -> _Controller:
     controller = _Controller(_Handler(stage), unix_socket=str(socket_path))
     controller.start()
     # Postfix's LMTP client (user postfix) connects; nobody else may.
-    os.chown(socket_path, 0, grp.getgrnam("postfix").gr_gid)
-    socket_path.chmod(0o660)
+    socket_daemon.restrict_to_postfix(socket_path)
     return controller
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="DDMail's OpenPGP LMTP delivery stage")
-    parser.add_argument("--config", type=Path, default=None)
-    args = parser.parse_args()
-    install_redaction()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s pgpstage: %(message)s")
-    cfg = config_mod.load(args.config)
+    cfg = socket_daemon.start("DDMail's OpenPGP LMTP delivery stage", "pgpstage")
     stage = Stage(OpenPgpKeys(Database(cfg.db_url)), cfg.dovecot_lmtp_socket, cfg.gnupg_binary)
     controller = serve(stage, cfg.pgpstage_socket)
     done = threading.Event()

@@ -20,43 +20,38 @@ from ddmail_web.models import PendingKeyfile
 HELD = "openpgp_delivery_held"
 
 
+def _record_once(db: Database, account: str, action: str, obj: str) -> bool:
+    """A system audit entry, unless the account's trail already has it (the backend reports
+    the same event again on later runs). True when it was added."""
+    with db.session() as s:
+        known = s.execute(
+            select(AuditEntry.id).where(
+                AuditEntry.account == account,
+                AuditEntry.action == action,
+                AuditEntry.object == obj,
+            )
+        ).first()
+        if known is not None:
+            return False
+        audit.append(s, account, "system", action, obj)
+        return True
+
+
 def record_openpgp_failures(db: Database, backend: ServiceClient) -> int:
     """One audit entry per mailbox and failure episode; returns how many were added."""
-    added = 0
-    for failure in backend.call("GET", "/v1/openpgp/failures")["failures"]:
-        obj = f"{failure['address']} since {failure['since']}"
-        with db.session() as s:
-            known = s.execute(
-                select(AuditEntry.id).where(
-                    AuditEntry.account == failure["account"],
-                    AuditEntry.action == HELD,
-                    AuditEntry.object == obj,
-                )
-            ).first()
-            if known is None:
-                audit.append(s, failure["account"], "system", HELD, obj)
-                added += 1
-    return added
+    return sum(
+        _record_once(db, f["account"], HELD, f"{f['address']} since {f['since']}")
+        for f in backend.call("GET", "/v1/openpgp/failures")["failures"]
+    )
 
 
 def record_domain_events(db: Database, backend: ServiceClient) -> int:
     """One audit entry per suspension, restoration or lost claim of an account's domain (the
     backend re-verifies domains but cannot write the panel's audit trail)."""
-    added = 0
-    for event in backend.call("GET", "/v1/domains/events")["events"]:
-        obj = f"{event['name']} at {event['at']}"
-        with db.session() as s:
-            known = s.execute(
-                select(AuditEntry.id).where(
-                    AuditEntry.account == event["account"],
-                    AuditEntry.action == event["action"],
-                    AuditEntry.object == obj,
-                )
-            ).first()
-            if known is None:
-                audit.append(s, event["account"], "system", event["action"], obj)
-                added += 1
-    return added
+    return sum(
+        _record_once(db, e["account"], e["action"], f"{e['name']} at {e['at']}")
+        for e in backend.call("GET", "/v1/domains/events")["events"]
+    )
 
 
 def purge_expired(db: Database, settings: WebSettings) -> int:

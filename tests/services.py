@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from ddmail_backend.app import create_app as backend_app
@@ -122,3 +123,23 @@ def running_services(root: Path, db_url: str | None = None) -> Iterator[Services
             kh.shutdown()
         with contextlib.suppress(Exception):
             cast(_Server, services.keyhandler_server).shutdown()
+
+
+def db_rows(svc: Services, query: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of QUERY on the services' database, read outside any app's pool."""
+    engine = create_engine(svc.cfg.db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query), params)]
+    finally:
+        engine.dispose()
+
+
+def db_run(svc: Services, statement: str, **params: Any) -> None:
+    """Run STATEMENT on the services' database and commit it."""
+    engine = create_engine(svc.cfg.db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        engine.dispose()

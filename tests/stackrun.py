@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from ddmail_common.client import ServiceClient
+from ddmail_stack.processes import python_script, spawn
 
 VENV_BIN = Path(sys.executable).parent
 TEST_ACCOUNT = "test-account"
@@ -89,6 +92,16 @@ class RunningStack:
         )
         return str(made["address"]), str(made["password"])
 
+    def new_alias(self, *destinations: str, prefix: str = "me") -> str:
+        """A new alias of the test account on the global domain that delivers to DESTINATIONS."""
+        alias = f"{prefix}{uuid.uuid4().hex[:6]}@{self.info['global_domain']}"
+        self.client().call(
+            "POST",
+            "/v1/aliases",
+            {"account": TEST_ACCOUNT, "address": alias, "destinations": list(destinations)},
+        )
+        return alias
+
     def smtp(self, port_name: str = "smtp_port") -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.info[port_name], timeout=30)
 
@@ -96,6 +109,27 @@ class RunningStack:
         return smtplib.SMTP_SSL(
             "127.0.0.1", self.info["smtps_port"], timeout=30, context=self.tls()
         )
+
+    @contextmanager
+    def submit(self, port: str, address: str, password: str) -> Iterator[smtplib.SMTP]:
+        """A session logged in as ADDRESS over 587 (STARTTLS) or 465 (implicit TLS)."""
+        if port == "587":
+            with self.smtp("submission_port") as s:
+                s.starttls(context=self.tls())
+                s.login(address, password)
+                yield s
+        else:
+            with self.smtps() as s:
+                s.login(address, password)
+                yield s
+
+    def sink_files(self, marker: str) -> list[bytes]:
+        """The messages that reached the stack's stand-in for the internet with MARKER in them."""
+        return [
+            data
+            for p in Path(self.info["sink_dir"]).glob("*.eml")
+            if marker.encode() in (data := p.read_bytes())
+        ]
 
     def imap(self) -> imaplib.IMAP4_SSL:
         return imaplib.IMAP4_SSL(
@@ -130,8 +164,32 @@ class RunningStack:
     def flush_queue(self) -> None:
         subprocess.run(["postqueue", "-c", str(self.root / "etc" / "postfix"), "-f"], check=True)
 
+    def postconf(self, name: str) -> str:
+        """Postfix's value of parameter NAME in the stack's rendered configuration."""
+        return subprocess.run(
+            ["postconf", "-c", str(self.root / "etc" / "postfix"), "-h", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     def service_pid(self, name: str) -> int:
         return int((self.root / "run" / f"{name}.pid").read_text())
+
+    def stop_service(self, name: str, sock: Path) -> None:
+        """Stop the stack's service NAME (a fault a test provokes); wait until SOCK is gone."""
+        os.killpg(self.service_pid(name), signal.SIGTERM)
+        wait_until(lambda: not sock.exists(), 20, f"{name} stopped")
+
+    def start_service(self, name: str, sock: Path) -> None:
+        """Start ddmail-NAME again, as the stack does (now owned by this test process, which
+        stack down still finds by its pid file); wait until it listens on SOCK."""
+        proc = spawn(
+            [python_script(f"ddmail-{name}"), "--config", str(self.root / "etc" / "ddmail.toml")],
+            self.log_dir / f"{name}.log",
+        )
+        (self.root / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
+        wait_until(sock.exists, 20, f"{name} started")
 
 
 # A line a daemon or service logged at error level or worse: Dovecot's "Error:", "Panic:",

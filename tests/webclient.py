@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,6 +26,18 @@ def csrf(html: str) -> str:
 
 def codes(html: str) -> dict[str, str]:
     return dict(CODE.findall(html))
+
+
+def keyfile_upload(data: bytes) -> tuple[io.BytesIO, str]:
+    """DATA as the file of a form's key file field."""
+    return (io.BytesIO(data), "my.key")
+
+
+@contextmanager
+def freeze_time(at: int) -> Iterator[None]:
+    """The panel's TOTP views see the clock at AT."""
+    with mock.patch("ddmail_web.totp_views.time.time", return_value=at):
+        yield
 
 
 @dataclass
@@ -54,14 +69,39 @@ class Browser:
             data["csrf_token"] = csrf(self.get(token_from or path).get_data(as_text=True))
         return self.client.post(path, data=data, base_url="https://localhost", **kwargs)
 
+    def post_with_keyfile(
+        self,
+        path: str,
+        data: dict[str, Any],
+        keyfile: bytes,
+        token_from: str | None = None,
+        **kwargs: Any,
+    ) -> TestResponse:
+        """POST a form with KEYFILE in its key field, as every irreversible action needs."""
+        return self.post(
+            path,
+            {**data, "key": keyfile_upload(keyfile)},
+            token_from,
+            content_type="multipart/form-data",
+            **kwargs,
+        )
+
+    def download_keyfile(self, page: str) -> TestResponse:
+        """The one-time download of the key file offered on PAGE (a new account or user)."""
+        return self.post("/register/keyfile", {"csrf_token": csrf(page)})
+
     def register(self) -> Registered:
         page = self.post("/register").get_data(as_text=True)
         found = codes(page)
-        keyfile = self.client.post(
-            "/register/keyfile", data={"csrf_token": csrf(page)}, base_url="https://localhost"
-        )
+        keyfile = self.download_keyfile(page)
         assert keyfile.status_code == 200, keyfile.status_code
         return Registered(found["account"], found["username"], found["password"], keyfile.data)
+
+    def register_and_login(self) -> Registered:
+        """A new account, logged in in this browser."""
+        reg = self.register()
+        assert self.login(reg).status_code == 302
+        return reg
 
     def login(
         self,
@@ -76,7 +116,7 @@ class Browser:
                 "user": reg.username,
                 "password": password or reg.password,
                 "totp": totp,
-                "key": (io.BytesIO(reg.keyfile if keyfile is None else keyfile), "my.key"),
+                "key": keyfile_upload(reg.keyfile if keyfile is None else keyfile),
             },
             content_type="multipart/form-data",
         )

@@ -60,12 +60,7 @@ def test_disabled_account_answers_like_an_active_one_but_cannot_log_in(
     import imaplib
 
     address, password = stack.new_mailbox()
-    alias = f"al{uuid.uuid4().hex[:8]}@{stack.info['global_domain']}"
-    stack.client().call(
-        "POST",
-        "/v1/aliases",
-        {"account": "test-account", "address": alias, "destinations": [address]},
-    )
+    alias = stack.new_alias(address, prefix="al")
     while_off = uuid.uuid4().hex
     off = ddmail(stack, "admin", "account", "disable", "test-account", "--root", str(stack.root))
     assert off.returncode == 0, off.stderr

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from ddmail_stack.processes import python_script, spawn
 from tests.integration.test_mail_flow import fetch_all, inbox_has, stored_files
 from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
 
@@ -40,13 +39,9 @@ def keyhandler_down(stack: RunningStack) -> Iterator[None]:
     _kill_keyhandler(stack)
     yield
     # Bring a keyhandler back for the rest of the session (owned by this test process).
-    proc = spawn(
-        [python_script("ddmail-keyhandler"), "--config", str(stack.root / "etc" / "ddmail.toml")],
-        stack.log_dir / "keyhandler.log",
-    )
-    (stack.root / "run" / "keyhandler.pid").write_text(f"{proc.pid}\n")
     sock = Path(stack.info["keyhandler_socket"])
-    wait_until(lambda: sock.exists() and _accepts(sock), what="keyhandler restart")
+    stack.start_service("keyhandler", sock)
+    wait_until(lambda: _accepts(sock), what="keyhandler restart")
 
 
 def _accepts(path: Path) -> bool:

@@ -103,10 +103,7 @@ def test_removed_mailbox_is_gone_for_good(stack: RunningStack) -> None:
 def test_alias_with_two_destinations_delivers_to_both(stack: RunningStack) -> None:
     a, pa = stack.new_mailbox()
     b, pb = stack.new_mailbox()
-    alias = f"team{uuid.uuid4().hex[:6]}@{stack.info['global_domain']}"
-    stack.client().call(
-        "POST", "/v1/aliases", {"account": TEST_ACCOUNT, "address": alias, "destinations": [a, b]}
-    )
+    alias = stack.new_alias(a, b, prefix="team")
     marker = uuid.uuid4().hex
     stack.deliver(alias, "to the team", marker)
     wait_until(lambda: inbox_has(stack, a, pa, marker), what="delivery to a")
@@ -131,31 +128,20 @@ def _outgoing(sender: str, marker: str) -> EmailMessage:
     return msg
 
 
-def sink_has(stack: RunningStack, marker: str) -> bool:
-    from pathlib import Path
-
-    return any(
-        marker.encode() in p.read_bytes() for p in Path(stack.info["sink_dir"]).glob("*.eml")
-    )
-
-
 def test_submission_587_starttls_sends_to_the_internet(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     marker = uuid.uuid4().hex
-    with stack.smtp("submission_port") as s:
-        s.starttls(context=stack.tls())
-        s.login(address, password)
+    with stack.submit("587", address, password) as s:
         s.send_message(_outgoing(address, marker))
-    wait_until(lambda: sink_has(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 def test_submissions_465_sends_to_the_internet(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     marker = uuid.uuid4().hex
-    with stack.smtps() as s:
-        s.login(address, password)
+    with stack.submit("465", address, password) as s:
         s.send_message(_outgoing(address, marker))
-    wait_until(lambda: sink_has(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 def test_submission_refuses_auth_without_tls(stack: RunningStack) -> None:
@@ -167,8 +153,7 @@ def test_submission_refuses_auth_without_tls(stack: RunningStack) -> None:
 def test_sending_as_someone_else_is_refused(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     other, _ = stack.new_mailbox()
-    with stack.smtps() as s:
-        s.login(address, password)
+    with stack.submit("465", address, password) as s:
         with pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
             s.send_message(_outgoing(other, "spoof"))
         assert next(iter(exc.value.recipients.values()))[0] == 553
@@ -176,17 +161,11 @@ def test_sending_as_someone_else_is_refused(stack: RunningStack) -> None:
 
 def test_sending_as_own_alias_is_allowed(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
-    alias = f"me{uuid.uuid4().hex[:6]}@{stack.info['global_domain']}"
-    stack.client().call(
-        "POST",
-        "/v1/aliases",
-        {"account": TEST_ACCOUNT, "address": alias, "destinations": [address]},
-    )
+    alias = stack.new_alias(address)
     marker = uuid.uuid4().hex
-    with stack.smtps() as s:
-        s.login(address, password)
+    with stack.submit("465", address, password) as s:
         s.send_message(_outgoing(alias, marker))
-    wait_until(lambda: sink_has(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 def test_bad_smtp_auth_password_is_535(stack: RunningStack) -> None:

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 
 from tests.integration.test_mail_flow import fetch_all, stored_files
-from tests.integration.test_openpgp_delivery import Recipient, activate, make_key
+from tests.integration.test_openpgp_delivery import Recipient, new_recipient
 from tests.stackrun import RunningStack, wait_until
 
 # --- item: LMTP only through Postfix and the OpenPGP stage -----------------------------------
@@ -107,10 +107,7 @@ def speak_lmtp(port: int, recipient: str, raw: bytes, tls: ssl.SSLContext | None
 
 @pytest.fixture
 def pgp_recipient(stack: RunningStack, tmp_path: Path) -> Iterator[Recipient]:
-    address, password = stack.new_mailbox()
-    public = make_key(tmp_path / "gpg", f"Rcpt <{address}>")
-    activate(stack, address, public)
-    yield Recipient(address, password, public, tmp_path / "gpg")
+    yield new_recipient(stack, tmp_path / "gpg")
     subprocess.run(["gpgconf", "--homedir", str(tmp_path / "gpg"), "--kill", "all"], check=False)
 
 
@@ -156,31 +153,18 @@ def test_dovecot_lmtp_socket_is_for_the_stage_alone(stack: RunningStack) -> None
     # Owner: the stage's user (root in the local stack); nobody else, Postfix included.
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert st.st_uid == 0
-    stage = Path(stack.root / "run" / "pgpstage.sock").stat()
+    stage_socket = stack.root / "run" / "pgpstage.sock"
+    stage = stage_socket.stat()
     assert stat.S_IMODE(stage.st_mode) == 0o660
     assert grp.getgrgid(stage.st_gid).gr_name == "postfix"
-    postfix_conf = stack.root / "etc" / "postfix"
-    transport = subprocess.run(
-        ["postconf", "-c", str(postfix_conf), "-h", "virtual_transport"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert transport == f"lmtp:unix:{stack.root / 'run' / 'pgpstage.sock'}"
+    assert stack.postconf("virtual_transport") == f"lmtp:unix:{stage_socket}"
 
 
 # --- item: no client names in logs ---------------------------------------------------------------
 
 
 def test_postfix_never_looks_up_client_names(stack: RunningStack) -> None:
-    conf = stack.root / "etc" / "postfix"
-    setting = subprocess.run(
-        ["postconf", "-c", str(conf), "-h", "smtpd_peername_lookup"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert setting == "no"
+    assert stack.postconf("smtpd_peername_lookup") == "no"
     with stack.smtp() as s:
         s.ehlo("client.example.org")
     # 127.0.0.1 is "localhost" in /etc/hosts: with a lookup the redactor would have had to hide

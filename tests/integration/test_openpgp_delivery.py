@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import os
 import re
-import signal
 import subprocess
 import time
 import uuid
@@ -20,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 
 from ddmail_keyhandler.pgpmime import encrypt_message
-from ddmail_stack.processes import python_script, spawn
 from tests.integration.test_mail_flow import fetch_all, stored_files
 from tests.stackrun import TEST_ACCOUNT, VENV_BIN, RunningStack, wait_until
 
@@ -87,12 +85,17 @@ def no_agent_left(tmp_path: Path) -> Iterator[None]:
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
+def new_recipient(stack: RunningStack, home: Path) -> Recipient:
+    """A new mailbox with a new key activated for it, its private half in HOME."""
+    address, password = stack.new_mailbox()
+    public = make_key(home, f"Rcpt <{address}>")
+    activate(stack, address, public)
+    return Recipient(address, password, public, home)
+
+
 @pytest.fixture
 def recipient(stack: RunningStack, tmp_path: Path) -> Recipient:
-    address, password = stack.new_mailbox()
-    public = make_key(tmp_path / "gpg", f"Rcpt <{address}>")
-    activate(stack, address, public)
-    return Recipient(address, password, public, tmp_path / "gpg")
+    return new_recipient(stack, tmp_path / "gpg")
 
 
 def send_raw(stack: RunningStack, sender: str, recipients: list[str], raw: bytes) -> None:
@@ -119,6 +122,20 @@ def newest(stack: RunningStack, who: Recipient, marker: str) -> bytes:
 
 def message(headers: str, body: bytes) -> bytes:
     return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+def plain_message(to: list[str], subject: str, body: bytes, marker: str) -> bytes:
+    """From a@example.org to TO; its Message-ID carries MARKER (kept in the clear, so newest()
+    finds the message by it even once encrypted)."""
+    return message(
+        f"From: a@example.org\nTo: {', '.join(to)}\nSubject: {subject}\n"
+        f"Message-ID: <{marker}@example.org>\n",
+        body,
+    )
+
+
+def send_plain(stack: RunningStack, to: list[str], subject: str, body: bytes, marker: str) -> None:
+    send_raw(stack, "a@example.org", to, plain_message(to, subject, body, marker))
 
 
 CASES = {
@@ -199,11 +216,7 @@ def test_null_idn_and_unusual_senders_are_accepted(
 
 def test_genuine_pgp_mime_is_not_wrapped_twice(stack: RunningStack, recipient: Recipient) -> None:
     marker = uuid.uuid4().hex
-    original = message(
-        f"From: a@example.org\nTo: {recipient.address}\nSubject: pre\n"
-        f"Message-ID: <{marker}@example.org>\n",
-        b"already private\r\n",
-    )
+    original = plain_message([recipient.address], "pre", b"already private\r\n", marker)
     pre = encrypt_message(original, recipient.public)
     send_raw(stack, "a@example.org", [recipient.address], pre)
     stored = newest(stack, recipient, marker)
@@ -213,12 +226,7 @@ def test_genuine_pgp_mime_is_not_wrapped_twice(stack: RunningStack, recipient: R
 def test_two_recipients_only_one_with_a_key(stack: RunningStack, recipient: Recipient) -> None:
     other, other_password = stack.new_mailbox()
     marker = uuid.uuid4().hex
-    raw = message(
-        f"From: a@example.org\nTo: {recipient.address}, {other}\nSubject: both\n"
-        f"Message-ID: <{marker}@example.org>\n",
-        f"body {marker}\r\n".encode(),
-    )
-    send_raw(stack, "a@example.org", [recipient.address, other], raw)
+    send_plain(stack, [recipient.address, other], "both", f"body {marker}\r\n".encode(), marker)
     assert recipient.decrypt(newest(stack, recipient, marker))
     plain = wait_until(
         lambda: [m for m in fetch_all(stack, other, other_password) if marker.encode() in m],
@@ -229,17 +237,11 @@ def test_two_recipients_only_one_with_a_key(stack: RunningStack, recipient: Reci
 
 
 def stop_stage(stack: RunningStack) -> None:
-    os.killpg(stack.service_pid("pgpstage"), signal.SIGTERM)
-    wait_until(lambda: not (stack.root / "run" / "pgpstage.sock").exists(), 20, "stage stop")
+    stack.stop_service("pgpstage", stack.root / "run" / "pgpstage.sock")
 
 
 def start_stage(stack: RunningStack) -> None:
-    proc = spawn(
-        [python_script("ddmail-pgpstage"), "--config", str(stack.root / "etc" / "ddmail.toml")],
-        stack.log_dir / "pgpstage.log",
-    )
-    (stack.root / "run" / "pgpstage.pid").write_text(f"{proc.pid}\n")
-    wait_until(lambda: (stack.root / "run" / "pgpstage.sock").exists(), 20, "stage start")
+    stack.start_service("pgpstage", stack.root / "run" / "pgpstage.sock")
 
 
 def test_stage_down_keeps_mail_queued_then_delivers_encrypted(
@@ -248,12 +250,7 @@ def test_stage_down_keeps_mail_queued_then_delivers_encrypted(
     stop_stage(stack)
     try:
         marker = uuid.uuid4().hex
-        raw = message(
-            f"From: a@example.org\nTo: {recipient.address}\nSubject: queued\n"
-            f"Message-ID: <{marker}@example.org>\n",
-            b"wait for me\r\n",
-        )
-        send_raw(stack, "a@example.org", [recipient.address], raw)
+        send_plain(stack, [recipient.address], "queued", b"wait for me\r\n", marker)
         wait_until(lambda: stack.deferred(recipient.address), 60, "deferred in the queue")
         assert not stored_files(stack, recipient.address)
     finally:
@@ -270,12 +267,7 @@ def test_expired_key_defers_until_a_valid_key_is_active(
     activate(stack, address, short)
     time.sleep(5)
     marker = uuid.uuid4().hex
-    raw = message(
-        f"From: a@example.org\nTo: {address}\nSubject: late {marker}\n"
-        f"Message-ID: <{marker}@example.org>\n",
-        b"must not be plain\r\n",
-    )
-    send_raw(stack, "a@example.org", [address], raw)
+    send_plain(stack, [address], f"late {marker}", b"must not be plain\r\n", marker)
 
     def owner_told() -> bool:
         # The key page (through the backend, as the panel shows it) says mail is held back.
@@ -314,29 +306,37 @@ def test_expired_key_defers_until_a_valid_key_is_active(
     assert not any(address in k["failures"] for k in listed)
 
 
+def wkd_urls(stack: RunningStack, address: str) -> list[str]:
+    """The advanced and the direct WKD address of ADDRESS's key on the stack's panel."""
+    from ddmail_keyhandler.wkd import wkd_hash
+
+    local, _, domain = address.partition("@")
+    hashed = wkd_hash(local)
+    base = f"{stack.info['web_url']}/.well-known/openpgpkey"
+    return [f"{base}/{domain}/hu/{hashed}?l={local}", f"{base}/hu/{hashed}?l={local}"]
+
+
+def scratch_gpg(parent: Path) -> gnupg.GPG:
+    """A new, empty GnuPG home under PARENT: a reader of what WKD serves."""
+    scratch = parent / f"wkd-{uuid.uuid4().hex[:6]}"
+    scratch.mkdir(mode=0o700)
+    return gnupg.GPG(gnupghome=str(scratch))
+
+
 def test_wkd_publishes_the_active_key_and_deactivation_removes_it(
     stack: RunningStack, recipient: Recipient
 ) -> None:
     import urllib.error
     import urllib.request
 
-    from ddmail_keyhandler.wkd import wkd_hash
-
-    local, _, domain = recipient.address.partition("@")
-    hashed = wkd_hash(local)
-    urls = [
-        f"{stack.info['web_url']}/.well-known/openpgpkey/{domain}/hu/{hashed}?l={local}",
-        f"{stack.info['web_url']}/.well-known/openpgpkey/hu/{hashed}?l={local}",
-    ]
+    urls = wkd_urls(stack, recipient.address)
     expected = gnupg.GPG(gnupghome=str(recipient.home)).list_keys()[0]["fingerprint"]
     for url in urls:
         with urllib.request.urlopen(url, context=stack.tls()) as resp:
             assert resp.headers["Content-Type"] == "application/octet-stream"
             served = resp.read()
         assert not served.startswith(b"-----")  # WKD serves the binary key
-        scratch = recipient.home.parent / f"wkd-{uuid.uuid4().hex[:6]}"
-        scratch.mkdir(mode=0o700)
-        imported = gnupg.GPG(gnupghome=str(scratch)).import_keys(served)
+        imported = scratch_gpg(recipient.home.parent).import_keys(served)
         assert imported.fingerprints == [expected]
     stack.client().call(
         "POST", "/v1/openpgp/deactivate", {"account": TEST_ACCOUNT, "address": recipient.address}
@@ -374,25 +374,16 @@ def test_wkd_publishes_only_the_user_id_of_the_mailbox_through_the_stack(
 ) -> None:
     import urllib.request
 
-    from ddmail_keyhandler.wkd import wkd_hash
-
     address, _ = stack.new_mailbox()
     home = tmp_path / "uids"
     make_key(home, f"Real Name <{address}>")
     run_gpg(home, "--quick-add-uid", fingerprint_in(home), "Other <other@elsewhere.example>")
     run_gpg(home, "--quick-add-uid", fingerprint_in(home), "Just A Name")
     activate(stack, address, export(home))
-    local, _, domain = address.partition("@")
-    hashed = wkd_hash(local)
-    for url in (
-        f"{stack.info['web_url']}/.well-known/openpgpkey/{domain}/hu/{hashed}?l={local}",
-        f"{stack.info['web_url']}/.well-known/openpgpkey/hu/{hashed}?l={local}",
-    ):
+    for url in wkd_urls(stack, address):
         with urllib.request.urlopen(url, context=stack.tls()) as resp:
             served = resp.read()
-        scratch = tmp_path / f"wkd-{uuid.uuid4().hex[:6]}"
-        scratch.mkdir(mode=0o700)
-        reader = gnupg.GPG(gnupghome=str(scratch))
+        reader = scratch_gpg(tmp_path)
         assert reader.import_keys(served).fingerprints == [fingerprint_in(home)]
         [listed] = reader.list_keys()
         assert listed["uids"] == [f"Real Name <{address}>"]
@@ -421,12 +412,7 @@ def test_a_refreshed_key_uploaded_again_is_updated_and_mail_keeps_flowing(
     # Once the first expiry has passed, mail is still delivered: encrypted to the updated key.
     time.sleep(max(0.0, made_at + lifetime + 1 - time.time()))
     marker = uuid.uuid4().hex
-    raw = message(
-        f"From: a@example.org\nTo: {address}\nSubject: after {marker}\n"
-        f"Message-ID: <{marker}@example.org>\n",
-        b"still private\r\n",
-    )
-    send_raw(stack, "a@example.org", [address], raw)
+    send_plain(stack, [address], f"after {marker}", b"still private\r\n", marker)
     owner = Recipient(address, password, export(home), home)
     assert body_of(owner.decrypt(newest(stack, owner, marker))) == b"still private\r\n"
 
@@ -447,12 +433,7 @@ def test_delivery_encrypts_only_to_the_strong_subkey_never_a_newer_weak_one(
     weak = next(row[4] for row in subkeys if row[3] == "1")  # RSA-1024, the newer one
     activate(stack, address, export(home))  # accepted: it has a strong encryption subkey
     marker = uuid.uuid4().hex
-    raw = message(
-        f"From: a@example.org\nTo: {address}\nSubject: s {marker}\n"
-        f"Message-ID: <{marker}@example.org>\n",
-        b"for the strong key only\r\n",
-    )
-    send_raw(stack, "a@example.org", [address], raw)
+    send_plain(stack, [address], f"s {marker}", b"for the strong key only\r\n", marker)
     owner = Recipient(address, password, export(home), home)
     stored = newest(stack, owner, marker)
     armored = email.message_from_bytes(stored).get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]

@@ -4,50 +4,23 @@ are stripped, and each login has a send limit."""
 
 from __future__ import annotations
 
-import os
-import signal
 import smtplib
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from ddmail_stack.config_file import STACK_SEND_LIMIT_RECIPIENTS
-from ddmail_stack.processes import python_script, spawn
 from tests.integration.test_mail_flow import fetch_all
-from tests.stackrun import TEST_ACCOUNT, TEST_RECOVERY, RunningStack, wait_until
+from tests.stackrun import TEST_RECOVERY, RunningStack, wait_until
 
 PORTS = ("587", "465")
-
-
-@contextmanager
-def submit(stack: RunningStack, port: str, address: str, password: str) -> Iterator[smtplib.SMTP]:
-    """An authenticated session over 587 (STARTTLS) or 465 (implicit TLS)."""
-    if port == "587":
-        with stack.smtp("submission_port") as s:
-            s.starttls(context=stack.tls())
-            s.login(address, password)
-            yield s
-    else:
-        with stack.smtps() as s:
-            s.login(address, password)
-            yield s
 
 
 def raw(headers: dict[str, str], marker: str) -> bytes:
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return f"{head}To: <friend@example.net>\r\nSubject: {marker}\r\n\r\n{marker}\r\n".encode()
-
-
-def sink_files(stack: RunningStack, marker: str) -> list[bytes]:
-    return [
-        data
-        for p in Path(stack.info["sink_dir"]).glob("*.eml")
-        if marker.encode() in (data := p.read_bytes())
-    ]
 
 
 def other_account_mailbox(stack: RunningStack) -> str:
@@ -68,9 +41,9 @@ def refused_at_data(
     """Send as a fresh mailbox with the headers HEADERS(own address); expect a DATA refusal."""
     address, password = stack.new_mailbox()
     marker = uuid.uuid4().hex
-    with submit(stack, port, address, password) as s, pytest.raises(smtplib.SMTPDataError) as exc:
+    with stack.submit(port, address, password) as s, pytest.raises(smtplib.SMTPDataError) as exc:
         s.sendmail(envelope or address, ["friend@example.net"], raw(headers(address), marker))
-    assert not sink_files(stack, marker)
+    assert not stack.sink_files(marker)
     return exc.value
 
 
@@ -121,7 +94,7 @@ def test_ambiguous_header_from_is_refused(stack: RunningStack, port: str) -> Non
 @pytest.mark.parametrize("port", PORTS)
 def test_null_sender_is_refused_on_submission(stack: RunningStack, port: str) -> None:
     address, password = stack.new_mailbox()
-    with submit(stack, port, address, password) as s:
+    with stack.submit(port, address, password) as s:
         code, reply = s.mail("<>")
         assert code == 553 and b"5.7.1" in reply
         s.rset()
@@ -138,28 +111,23 @@ def test_own_mailbox_as_header_from_is_accepted(stack: RunningStack, port: str) 
     local, _, domain = address.partition("@")
     # Another case, an encoded display name and a comment: still the login's own address.
     header_from = f"=?utf-8?q?Al=C3=AFce?= <{local.upper()}@{domain.upper()}> (me)"
-    with submit(stack, port, address, password) as s:
+    with stack.submit(port, address, password) as s:
         s.sendmail(address, ["friend@example.net"], raw({"From": header_from}, marker))
-    wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 @pytest.mark.parametrize("port", PORTS)
 def test_alias_of_own_account_as_header_from_is_accepted(stack: RunningStack, port: str) -> None:
     address, password = stack.new_mailbox()
-    alias = f"me{uuid.uuid4().hex[:6]}@{stack.info['global_domain']}"
-    stack.client().call(
-        "POST",
-        "/v1/aliases",
-        {"account": TEST_ACCOUNT, "address": alias, "destinations": [address]},
-    )
+    alias = stack.new_alias(address)
     marker = uuid.uuid4().hex
-    with submit(stack, port, address, password) as s:
+    with stack.submit(port, address, password) as s:
         s.sendmail(
             address,
             ["friend@example.net"],
             raw({"From": f"Me <{alias}>", "Sender": address}, marker),
         )
-    wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 def test_client_identifying_headers_are_stripped_on_submission(stack: RunningStack) -> None:
@@ -171,9 +139,9 @@ def test_client_identifying_headers_are_stripped_on_submission(stack: RunningSta
         "X-Originating-IP": "[203.0.113.7]",
         "X-Forwarded-For": "203.0.113.7",
     }
-    with submit(stack, "587", address, password) as s:
+    with stack.submit("587", address, password) as s:
         s.sendmail(address, ["friend@example.net"], raw({"From": address, **identifying}, marker))
-    delivered = wait_until(lambda: sink_files(stack, marker), what="mail in the sink")[0]
+    delivered = wait_until(lambda: stack.sink_files(marker), what="mail in the sink")[0]
     head = delivered.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
     for name in identifying:
         assert f"\n{name.lower()}:".encode() not in b"\n" + head
@@ -208,7 +176,7 @@ def test_client_identifying_headers_are_kept_on_port_25(stack: RunningStack) -> 
 
 def test_send_limit_per_login_defers_with_4_7(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
-    with submit(stack, "465", address, password) as s:
+    with stack.submit("465", address, password) as s:
         # Exactly the limit fits: recipients are what is counted.
         batch = [f"r{i}@example.net" for i in range(10)]
         sent = 0
@@ -224,33 +192,27 @@ def test_send_limit_per_login_defers_with_4_7(stack: RunningStack) -> None:
     # Another login is not affected: the limit is per login, not per address or connection.
     other, other_password = stack.new_mailbox()
     marker = uuid.uuid4().hex
-    with submit(stack, "465", other, other_password) as s:
+    with stack.submit("465", other, other_password) as s:
         s.sendmail(other, ["friend@example.net"], raw({"From": other}, marker))
-    wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")
 
 
 def test_submission_fails_closed_while_the_milter_is_down(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     marker = uuid.uuid4().hex
     sock = stack.root / "run" / "milter.sock"
-    os.killpg(stack.service_pid("milter"), signal.SIGTERM)
-    wait_until(lambda: not sock.exists(), what="milter stopped")
+    stack.stop_service("milter", sock)
     try:
         # Postfix answers every command after the greeting with 4xx (here: AUTH, 454 4.3.0).
         with (
             pytest.raises(smtplib.SMTPResponseException) as exc,
-            submit(stack, "465", address, password) as s,
+            stack.submit("465", address, password) as s,
         ):
             s.sendmail(address, ["friend@example.net"], raw({"From": address}, marker))
         assert 400 <= exc.value.smtp_code < 500, exc.value
     finally:
-        proc = spawn(
-            [python_script("ddmail-milter"), "--config", str(stack.root / "etc" / "ddmail.toml")],
-            stack.log_dir / "milter.log",
-        )
-        (stack.root / "run" / "milter.pid").write_text(f"{proc.pid}\n")
-        wait_until(sock.exists, what="milter restarted")
-    assert not sink_files(stack, marker)
-    with submit(stack, "465", address, password) as s:
+        stack.start_service("milter", sock)
+    assert not stack.sink_files(marker)
+    with stack.submit("465", address, password) as s:
         s.sendmail(address, ["friend@example.net"], raw({"From": address}, marker))
-    wait_until(lambda: sink_files(stack, marker), what="mail in the sink")
+    wait_until(lambda: stack.sink_files(marker), what="mail in the sink")

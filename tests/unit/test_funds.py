@@ -14,9 +14,8 @@ from ddmail_web.account_data import delete_everything
 from ddmail_web.app import create_app
 from ddmail_web.models import Account
 from ddmail_web.state import panel_database
-from tests.services import Services, running_services
+from tests.services import Services, db_rows, running_services
 from tests.stackrun import postgres_url
-from tests.unit.test_web_panel import db_rows
 from tests.webclient import Browser, codes
 
 pytestmark = pytest.mark.postgres

@@ -5,23 +5,18 @@ deleted account leaves one audit entry and nothing else."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine, inspect, text
 
 from ddmail_web import audit
-from ddmail_web.app import create_app
 from ddmail_web.reauth import KEYFILE_NEEDED
 from ddmail_web.state import panel_database
-from tests.services import Services, running_services
-from tests.webclient import Browser, Registered, codes, csrf
+from tests.services import Services, db_rows, db_run
+from tests.webclient import Browser, Registered, codes, csrf, keyfile_upload
 
 pytestmark = pytest.mark.postgres
 
@@ -33,24 +28,6 @@ REVERSIBLE = {
     "/settings/openpgp/remove": "a public key; the owner can upload it again",
 }
 WRONG_KEYFILE = b"key: " + b"Q" * 88
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
-    from tests.stackrun import postgres_url
-
-    with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
-        yield svc, create_app(svc.cfg)
-
-
-def _rows(svc: Services, query: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = create_engine(svc.cfg.db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(query), params)]
-    finally:
-        engine.dispose()
 
 
 def _snapshot(svc: Services) -> dict[str, list[str]]:
@@ -69,24 +46,25 @@ def _snapshot(svc: Services) -> dict[str, list[str]]:
     return found
 
 
-def _keyfile(data: bytes) -> tuple[io.BytesIO, str]:
-    return (io.BytesIO(data), "my.key")
-
-
 def _logged_in(app: Flask) -> tuple[Browser, Registered]:
     browser = Browser(app)
-    reg = browser.register()
-    assert browser.login(reg).status_code == 302
-    return browser, reg
+    return browser, browser.register_and_login()
+
+
+def _mailbox_alias_and_domain(browser: Browser, local: str, alias: str, domain: str) -> None:
+    """A mailbox LOCAL@ddmail.test, an alias ALIAS@ddmail.test to it, a claim on DOMAIN: an
+    object for each removal form."""
+    browser.post("/settings/mailboxes", {"local_part": local, "domain": "ddmail.test"})
+    browser.post(
+        "/settings/aliases",
+        {"local_part": alias, "domain": "ddmail.test", "destination": [f"{local}@ddmail.test"]},
+    )
+    browser.post("/settings/domains", {"domain": domain})
 
 
 def _second_user(browser: Browser, reg: Registered) -> str:
-    page = browser.post(
-        "/settings/users", {"key": _keyfile(reg.keyfile)}, content_type="multipart/form-data"
-    ).get_data(as_text=True)
-    browser.client.post(
-        "/register/keyfile", data={"csrf_token": csrf(page)}, base_url="https://localhost"
-    )
+    page = browser.post_with_keyfile("/settings/users", {}, reg.keyfile).get_data(as_text=True)
+    browser.download_keyfile(page)
     return codes(page)["username"]
 
 
@@ -113,12 +91,7 @@ def test_every_reauthenticated_post_without_the_right_key_file_changes_nothing(
     says why, and not one row of the database changes."""
     svc, app = env
     browser, reg = _logged_in(app)
-    browser.post("/settings/mailboxes", {"local_part": "alice", "domain": "ddmail.test"})
-    browser.post(
-        "/settings/aliases",
-        {"local_part": "team", "domain": "ddmail.test", "destination": ["alice@ddmail.test"]},
-    )
-    browser.post("/settings/domains", {"domain": "example.org"})
+    _mailbox_alias_and_domain(browser, "alice", "team", "example.org")
     other = _second_user(browser, reg)
     form = {
         "mailbox": "alice@ddmail.test",
@@ -144,7 +117,7 @@ def test_every_reauthenticated_post_without_the_right_key_file_changes_nothing(
     before = _snapshot(svc)
     token = csrf(browser.get("/settings/mailboxes").get_data(as_text=True))
     for path in routes:
-        for key in ({}, {"key": _keyfile(WRONG_KEYFILE)}):
+        for key in ({}, {"key": keyfile_upload(WRONG_KEYFILE)}):
             resp = browser.client.post(
                 path,
                 data={"csrf_token": token, **form, **key},
@@ -160,41 +133,31 @@ def test_every_reauthenticated_post_without_the_right_key_file_changes_nothing(
 def test_domain_and_alias_removal_work_with_the_key_file(env: tuple[Services, Flask]) -> None:
     svc, app = env
     browser, reg = _logged_in(app)
-    browser.post("/settings/mailboxes", {"local_part": "bo", "domain": "ddmail.test"})
-    browser.post(
-        "/settings/aliases",
-        {"local_part": "crew", "domain": "ddmail.test", "destination": ["bo@ddmail.test"]},
-    )
-    browser.post("/settings/domains", {"domain": "example.net"})
-    alias = browser.post(
+    _mailbox_alias_and_domain(browser, "bo", "crew", "example.net")
+    alias = browser.post_with_keyfile(
         "/settings/aliases/remove",
-        {"alias": "crew@ddmail.test", "key": _keyfile(reg.keyfile)},
+        {"alias": "crew@ddmail.test"},
+        reg.keyfile,
         token_from="/settings/aliases",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert "crew@ddmail.test is removed." in alias.get_data(as_text=True)
-    domain = browser.post(
+    domain = browser.post_with_keyfile(
         "/settings/domains/remove",
-        {"domain": "example.net", "key": _keyfile(reg.keyfile)},
+        {"domain": "example.net"},
+        reg.keyfile,
         token_from="/settings/domains",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert "example.net is removed." in domain.get_data(as_text=True)
-    assert _rows(svc, "SELECT count(*) FROM backend_aliases") == [(0,)]
-    assert _rows(svc, "SELECT count(*) FROM backend_domains WHERE name = 'example.net'") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM backend_aliases") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM backend_domains WHERE name = 'example.net'") == [(0,)]
 
 
 def test_the_removal_forms_carry_a_key_file_field(env: tuple[Services, Flask]) -> None:
     _, app = env
     browser, reg = _logged_in(app)
-    browser.post("/settings/mailboxes", {"local_part": "cy", "domain": "ddmail.test"})
-    browser.post(
-        "/settings/aliases",
-        {"local_part": "cyx", "domain": "ddmail.test", "destination": ["cy@ddmail.test"]},
-    )
-    browser.post("/settings/domains", {"domain": "example.com"})
+    _mailbox_alias_and_domain(browser, "cy", "cyx", "example.com")
     _second_user(browser, reg)
     for page, action in (
         ("/settings/mailboxes", "/settings/mailboxes/remove"),
@@ -210,10 +173,7 @@ def test_the_removal_forms_carry_a_key_file_field(env: tuple[Services, Flask]) -
 
 
 def _disable(svc: Services, account: str) -> None:
-    engine = create_engine(svc.cfg.db_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE web_accounts SET enabled = FALSE WHERE id = :a"), {"a": account})
-    engine.dispose()
+    db_run(svc, "UPDATE web_accounts SET enabled = FALSE WHERE id = :a", a=account)
 
 
 def test_an_unfunded_account_can_export_manage_sessions_and_delete_itself(
@@ -247,14 +207,14 @@ def test_an_unfunded_account_can_export_manage_sessions_and_delete_itself(
     assert ended.headers["Location"].endswith("/settings/sessions")
     assert other.get("/settings/funds").status_code == 302  # that session is gone
     assert browser.get("/settings/account/delete").status_code == 200
-    deleted = browser.post(
+    deleted = browser.post_with_keyfile(
         "/settings/account/delete",
-        {"confirm": "y", "key": _keyfile(reg.keyfile)},
-        content_type="multipart/form-data",
+        {"confirm": "y"},
+        reg.keyfile,
     )
     assert "Your account is deleted" in deleted.get_data(as_text=True)
-    assert _rows(svc, "SELECT count(*) FROM web_accounts") == [(0,)]
-    assert _rows(svc, "SELECT count(*) FROM backend_accounts") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM web_accounts") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM backend_accounts") == [(0,)]
 
 
 def test_an_unfunded_account_can_log_out(env: tuple[Services, Flask]) -> None:
@@ -263,7 +223,7 @@ def test_an_unfunded_account_can_log_out(env: tuple[Services, Flask]) -> None:
     _disable(svc, reg.account)
     browser.post("/logout", token_from="/settings/funds")
     assert browser.get("/settings/funds").status_code == 302
-    assert _rows(svc, "SELECT count(*) FROM web_sessions") == [(0,)]
+    assert db_rows(svc, "SELECT count(*) FROM web_sessions") == [(0,)]
 
 
 def test_account_deletion_leaves_exactly_one_audit_entry_and_no_keys(
@@ -276,30 +236,30 @@ def test_account_deletion_leaves_exactly_one_audit_entry_and_no_keys(
     svc.web.call(
         "POST", "/v1/accounts/state", {"account": reg.account, "enabled": True}
     )  # a backend state row exists, as for every account that was ever disabled
-    assert len(_rows(svc, "SELECT id FROM web_audit WHERE account = :a", a=reg.account)) >= 3
-    kept_before = _rows(svc, "SELECT seq, hash FROM web_audit WHERE account = :a", a=kept.account)
-    deleted = browser.post(
+    assert len(db_rows(svc, "SELECT id FROM web_audit WHERE account = :a", a=reg.account)) >= 3
+    kept_before = db_rows(svc, "SELECT seq, hash FROM web_audit WHERE account = :a", a=kept.account)
+    deleted = browser.post_with_keyfile(
         "/settings/account/delete",
-        {"confirm": "y", "key": _keyfile(reg.keyfile)},
-        content_type="multipart/form-data",
+        {"confirm": "y"},
+        reg.keyfile,
     )
     assert "Your account is deleted" in deleted.get_data(as_text=True)
     trail = "SELECT seq, actor, action, object FROM web_audit WHERE account = :a"
-    assert _rows(svc, trail, a=reg.account) == [(1, reg.username, "account_deleted", "")]
+    assert db_rows(svc, trail, a=reg.account) == [(1, reg.username, "account_deleted", "")]
     for query in (
         "SELECT count(*) FROM keyhandler_recovery_keys WHERE account = :a",
         "SELECT count(*) FROM keyhandler_mailbox_keys WHERE account = :a",
         "SELECT count(*) FROM keyhandler_openpgp_keys WHERE account = :a",
         "SELECT count(*) FROM backend_accounts WHERE account = :a",
     ):
-        assert _rows(svc, query, a=reg.account) == [(0,)], query
-    assert _rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(1,)]  # the other's
+        assert db_rows(svc, query, a=reg.account) == [(0,)], query
+    assert db_rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(1,)]  # the other's
     db = panel_database(svc.cfg)
     with db.session() as s:
         assert audit.verify(s, reg.account) is None
     db.engine.dispose()
     assert (
-        _rows(svc, "SELECT seq, hash FROM web_audit WHERE account = :a", a=kept.account)
+        db_rows(svc, "SELECT seq, hash FROM web_audit WHERE account = :a", a=kept.account)
         == kept_before
     )
     assert keep.get("/settings").status_code == 200

@@ -19,9 +19,8 @@ from flask import Flask
 
 from ddmail_web import totp
 from ddmail_web.workslots import Busy, WorkSlots
-from tests.services import Services
-from tests.unit.test_web_panel import browser, env, freeze_time, keyfile_upload  # noqa: F401  (fixtures)
-from tests.webclient import Browser, Registered, codes
+from tests.services import Services, db_rows
+from tests.webclient import Browser, Registered, codes, freeze_time
 
 pytestmark = pytest.mark.postgres
 
@@ -38,8 +37,8 @@ def count_argon2(app: Flask) -> Iterator[mock.Mock]:
 
 
 def test_a_flood_of_failed_logins_never_stops_a_correct_login_and_costs_no_argon2(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
     app = env[1]
     reg = browser.register()
@@ -57,12 +56,10 @@ def test_a_flood_of_failed_logins_never_stops_a_correct_login_and_costs_no_argon
 
 
 def test_wrong_one_time_codes_count_toward_the_users_lock_out(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
-    secret = turn_totp_on(browser, reg)
+    reg, secret = logged_in_with_totp(browser)
     limit = env[0].cfg.web.login_failures_per_user
     wrong = a_wrong_code(secret)
     guesser = Browser(browser.app)  # has the password and the key file, not the phone
@@ -73,8 +70,8 @@ def test_wrong_one_time_codes_count_toward_the_users_lock_out(
 
 
 def test_argon2_checks_per_user_are_bounded_even_when_they_succeed(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
     app = env[1]
     reg = browser.register()
@@ -164,11 +161,9 @@ def test_registrations_are_shed_while_a_proven_login_waits_for_argon2() -> None:
 
 
 def test_a_busy_server_sheds_a_registration_with_a_clear_page_and_creates_nothing(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
-    from tests.unit.test_web_panel import db_rows
-
     slots: WorkSlots = env[1].extensions["ddmail_web"].passwords.slots
     with slots.slot(1, priority=True):
         resp = browser.post("/register")
@@ -177,22 +172,29 @@ def test_a_busy_server_sheds_a_registration_with_a_clear_page_and_creates_nothin
     assert db_rows(env[0], "SELECT count(*) FROM web_accounts") == [(0,)]
 
 
-def post_totp(browser: Browser, code: str, keyfile: bytes) -> str:  # noqa: F811
-    resp = browser.post(
-        "/settings/totp",
-        {"totp": code, "key": keyfile_upload(keyfile)},
-        content_type="multipart/form-data",
-    )
+def post_totp(browser: Browser, code: str, keyfile: bytes) -> str:
+    resp = browser.post_with_keyfile("/settings/totp", {"totp": code}, keyfile)
     follow = browser.get("/settings/totp") if resp.status_code == 302 else resp
     return follow.get_data(as_text=True)
 
 
-def turn_totp_on(browser: Browser, reg: Registered) -> str:  # noqa: F811
+def offered_secret(browser: Browser) -> str:
+    """The TOTP secret the settings page offers the logged-in BROWSER."""
+    return codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"]
+
+
+def turn_totp_on(browser: Browser, reg: Registered) -> str:
     """Turn TOTP on for the logged-in BROWSER; return the secret."""
-    secret = codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"]
+    secret = offered_secret(browser)
     page = post_totp(browser, totp.code_at(secret, int(time.time())), reg.keyfile)
     assert "One-time codes are <strong>on</strong>" in page
     return secret
+
+
+def logged_in_with_totp(browser: Browser) -> tuple[Registered, str]:
+    """A new account logged in in BROWSER, with TOTP on; and its secret."""
+    reg = browser.register_and_login()
+    return reg, turn_totp_on(browser, reg)
 
 
 def a_wrong_code(secret: str) -> str:
@@ -202,11 +204,10 @@ def a_wrong_code(secret: str) -> str:
 
 
 def test_turning_totp_on_or_off_needs_the_key_file(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
-    secret = codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"]
+    reg = browser.register_and_login()
+    secret = offered_secret(browser)
     now = int(time.time())
     page = post_totp(browser, totp.code_at(secret, now), JUNK_KEYFILE)
     assert "That is not your key file." in page and "<strong>on</strong>" not in page
@@ -220,12 +221,10 @@ def test_turning_totp_on_or_off_needs_the_key_file(
 
 
 def test_guessing_the_code_on_the_totp_off_form_is_limited_per_user(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
-    secret = turn_totp_on(browser, reg)
+    reg, secret = logged_in_with_totp(browser)
     wrong = a_wrong_code(secret)
     for _ in range(env[0].cfg.web.login_failures_per_user):
         assert "That code is not right" in post_totp(browser, wrong, reg.keyfile)
@@ -235,15 +234,12 @@ def test_guessing_the_code_on_the_totp_off_form_is_limited_per_user(
 
 
 def test_the_pending_totp_secret_is_never_in_a_cookie_and_ends_with_the_session(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
-    from tests.unit.test_web_panel import db_rows
-
-    reg = browser.register()
-    browser.login(reg)
-    secret = codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"]
-    assert codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"] == secret
+    reg = browser.register_and_login()
+    secret = offered_secret(browser)
+    assert offered_secret(browser) == secret
     jar = " ".join(f"{c.key}={c.value}" for c in browser.client._cookies.values())
     assert secret not in jar
     for cookie in browser.client._cookies.values():
@@ -255,15 +251,15 @@ def test_the_pending_totp_secret_is_never_in_a_cookie_and_ends_with_the_session(
     browser.post("/logout", token_from="/settings")
     # The next person at this browser logs in (the same account, say) and gets a new secret.
     browser.login(reg)
-    again = codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"]
+    again = offered_secret(browser)
     assert again != secret
     # A new login in the same browser also starts afresh.
     browser.login(reg)
-    assert codes(browser.get("/settings/totp").get_data(as_text=True))["totp-secret"] != again
+    assert offered_secret(browser) != again
 
 
 def test_a_secret_left_in_the_cookie_by_an_older_version_is_dropped_at_login_and_logout(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
 ) -> None:
     reg = browser.register()
     for step in ("login", "logout"):

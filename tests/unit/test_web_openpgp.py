@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
 from werkzeug.test import TestResponse
 
 from ddmail_common.client import ServiceClient
+from ddmail_common.db import Database
 from ddmail_common.errors import ApiError
-from ddmail_web.app import create_app
-from tests.services import Services, running_services
+from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
+from tests.services import Services, db_rows, db_run
 from tests.unit.test_openpgp_keys import PgpKeys, make_keys
 from tests.webclient import Browser, codes
 
@@ -34,35 +34,10 @@ def keys() -> Iterator[PgpKeys]:
         yield make_keys(Path(home))
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
-    from tests.stackrun import postgres_url
-
-    with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
-        yield svc, create_app(svc.cfg)
-
-
-def db_rows(svc: Services, query: str) -> list[tuple[object, ...]]:
-    engine = create_engine(svc.cfg.db_url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(text(query))]
-    engine.dispose()
-    return result
-
-
-def db_run(svc: Services, statement: str) -> None:
-    engine = create_engine(svc.cfg.db_url)
-    with engine.begin() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
-
-
 def user(app: Flask, *mailboxes: str) -> tuple[Browser, str]:
     """A logged-in browser of a new account with MAILBOXES (local parts); and the account."""
     browser = Browser(app)
-    reg = browser.register()
-    assert browser.login(reg).status_code == 302
+    reg = browser.register_and_login()
     for local in mailboxes:
         made = browser.post("/settings/mailboxes", {"local_part": local, "domain": "ddmail.test"})
         assert "mailbox-password" in codes(made.get_data(as_text=True))
@@ -81,6 +56,19 @@ def upload(browser: Browser, data: bytes | str, follow: bool = True) -> TestResp
 
 def act(browser: Browser, action: str, **fields: str) -> TestResponse:
     return browser.post(f"{PAGE}/{action}", fields, token_from=PAGE, follow_redirects=True)
+
+
+def alice_with_active_key(app: Flask, key: str, fingerprint: str) -> tuple[Browser, TestResponse]:
+    """A logged-in browser of a new account with alice@ddmail.test, KEY uploaded and activated
+    for that mailbox; and the answer to the activation."""
+    browser, _ = user(app, "alice")
+    upload(browser, key)
+    return browser, act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=fingerprint)
+
+
+def key_store(svc: Services) -> OpenPgpKeys:
+    """The keyhandler's OpenPGP keys, as the delivery stage reads them."""
+    return OpenPgpKeys(Database(svc.cfg.db_url))
 
 
 def page_of(resp: TestResponse) -> str:
@@ -268,16 +256,15 @@ def test_a_failed_activation_keeps_the_choice_and_says_why(
 def test_a_removed_mailbox_frees_its_key(env: tuple[Services, Flask], keys: PgpKeys) -> None:
     svc, app = env
     browser = Browser(app)
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "gina", "domain": "ddmail.test"})
     upload(browser, keys.good)
     act(browser, "activate", mailbox="gina@ddmail.test", fingerprint=keys.good_fpr)
-    browser.post(
+    browser.post_with_keyfile(
         "/settings/mailboxes/remove",
-        {"mailbox": "gina@ddmail.test", "confirm": "y", "key": (io.BytesIO(reg.keyfile), "k")},
+        {"mailbox": "gina@ddmail.test", "confirm": "y"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     page = page_of(browser.get(PAGE))
@@ -389,16 +376,11 @@ def stored_key(svc: Services, fingerprint: str) -> tuple[object, ...]:
 def test_a_refreshed_key_uploaded_again_is_updated_and_stays_active(
     env: tuple[Services, Flask], keys: PgpKeys
 ) -> None:
-    from ddmail_common.db import Database
-    from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
-
     svc, app = env
-    browser, _ = user(app, "alice")
-    upload(browser, keys.refreshable)
-    act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.refreshable_fpr)
+    browser, _ = alice_with_active_key(app, keys.refreshable, keys.refreshable_fpr)
     old_expiry, old_key, _ = stored_key(svc, keys.refreshable_fpr)
     assert "Expires soon" in page_of(browser.get(PAGE))
-    store = OpenPgpKeys(Database(svc.cfg.db_url))
+    store = key_store(svc)
     now = int(time.time())
     assert [e for _, _, e in store.expiring(14 * 86400, now)] == [old_expiry]
     store.mark_warned("alice@ddmail.test", int(str(old_expiry)))  # the two-week notice went out
@@ -426,21 +408,17 @@ def test_a_refreshed_key_uploaded_again_is_updated_and_stays_active(
 def test_a_revocation_uploaded_later_stops_the_key_being_used(
     env: tuple[Services, Flask], keys: PgpKeys
 ) -> None:
-    from ddmail_common.db import Database
-    from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
     from ddmail_keyhandler.pgpmime import EncryptionError, encrypt_message
 
     svc, app = env
-    browser, _ = user(app, "alice")
-    upload(browser, keys.revoked_before)
     fingerprint = keys.revoked_fpr
-    act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=fingerprint)
+    browser, _ = alice_with_active_key(app, keys.revoked_before, fingerprint)
     page = page_of(upload(browser, keys.revoked))
     assert "Key updated:" in page and "can no longer encrypt (the key is revoked)" in page
     assert "Mail for alice@ddmail.test is held back" in page
     assert stored_key(svc, fingerprint)[2] == "the key is revoked"
     # Still named for the mailbox, so its mail is held back rather than stored in plaintext.
-    active = OpenPgpKeys(Database(svc.cfg.db_url)).active_key("alice@ddmail.test")
+    active = key_store(svc).active_key("alice@ddmail.test")
     assert active is not None
     with pytest.raises(EncryptionError, match="revoked"):
         encrypt_message(b"Subject: s\r\n\r\nbody\r\n", active.encode())
@@ -462,11 +440,8 @@ def test_wkd_publishes_only_the_user_id_of_the_mailbox(
     import gnupg
 
     _, app = env
-    browser, _ = user(app, "alice")
-    upload(browser, keys.two_uids)
-    page = page_of(
-        act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.two_uids_fpr)
-    )
+    browser, activated = alice_with_active_key(app, keys.two_uids, keys.two_uids_fpr)
+    page = page_of(activated)
     assert "Alice Elsewhere" in page  # the key page shows all its user IDs ...
     assert (  # ... and says which one the directory publishes
         "alice@ddmail.test: published with only the user ID "
@@ -487,8 +462,7 @@ def test_wkd_publishes_nothing_for_a_key_without_the_mailboxs_address(
     env: tuple[Services, Flask], keys: PgpKeys
 ) -> None:
     _, app = env
-    browser, _ = user(app, "alice")
-    upload(browser, keys.good)
-    page = page_of(act(browser, "activate", mailbox="alice@ddmail.test", fingerprint=keys.good_fpr))
+    browser, activated = alice_with_active_key(app, keys.good, keys.good_fpr)
+    page = page_of(activated)
     assert "alice@ddmail.test: not published (the key has no user ID with this address)" in page
     assert browser.get(wkd_url("alice@ddmail.test")).status_code == 404

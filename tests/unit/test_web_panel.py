@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from unittest import mock
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
 
-from ddmail_web.app import create_app
 from ddmail_web.reauth import KEYFILE_NEEDED
-from tests.services import Services, running_services
-from tests.webclient import Browser, codes, csrf
+from tests.services import Services, db_rows, db_run
+from tests.webclient import Browser, codes, freeze_time
 
 pytestmark = pytest.mark.postgres
 
-
-@contextmanager
-def freeze_time(at: int) -> Iterator[None]:
-    with mock.patch("ddmail_web.totp_views.time.time", return_value=at):
-        yield
-
-
 NO_JS = re.compile(r"<script|\son[a-z]+\s*=", re.IGNORECASE)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
-    from tests.stackrun import postgres_url
-
-    with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
-        yield svc, create_app(svc.cfg)
-
-
-@pytest.fixture
-def browser(env: tuple[Services, Flask]) -> Browser:
-    return Browser(env[1])
-
-
-def db_rows(svc: Services, query: str) -> list[tuple[object, ...]]:
-    engine = create_engine(svc.cfg.db_url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(text(query))]
-    engine.dispose()
-    return result
 
 
 def test_registration_shows_credentials_once_and_the_key_file_downloads_once(
@@ -62,15 +26,10 @@ def test_registration_shows_credentials_once_and_the_key_file_downloads_once(
     found = codes(resp.get_data(as_text=True))
     assert set(found) >= {"account", "username", "password"}
     assert "cannot be recovered" in resp.get_data(as_text=True)
-    token = csrf(resp.get_data(as_text=True))
-    first = browser.client.post(
-        "/register/keyfile", data={"csrf_token": token}, base_url="https://localhost"
-    )
+    first = browser.download_keyfile(resp.get_data(as_text=True))
     assert first.status_code == 200 and b"key: " in first.data
     assert first.headers["Content-Disposition"].startswith("attachment")
-    again = browser.client.post(
-        "/register/keyfile", data={"csrf_token": token}, base_url="https://localhost"
-    )
+    again = browser.download_keyfile(resp.get_data(as_text=True))  # the same form again
     assert again.status_code == 410
 
 
@@ -136,8 +95,7 @@ def test_password_guessing_with_the_key_file_is_throttled(browser: Browser) -> N
 
 
 def test_logout_ends_the_session(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     resp = browser.post("/logout", token_from="/settings")
     assert resp.status_code == 302
     assert browser.get("/settings").status_code == 302
@@ -158,8 +116,7 @@ def test_a_user_sees_and_ends_other_sessions(browser: Browser) -> None:
 
 
 def test_mailbox_lifecycle_through_the_panel(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     resp = browser.post("/settings/mailboxes", {"local_part": "alice", "domain": "ddmail.test"})
     assert resp.headers["Cache-Control"] == "no-store"
     password = codes(resp.get_data(as_text=True))["mailbox-password"]
@@ -171,26 +128,26 @@ def test_mailbox_lifecycle_through_the_panel(browser: Browser) -> None:
     )
     new = codes(changed.get_data(as_text=True))["mailbox-password"]
     assert new != password
-    reset = browser.post(
+    reset = browser.post_with_keyfile(
         "/settings/mailboxes/reset",
-        {"mailbox": "alice@ddmail.test", "key": (io.BytesIO(reg.keyfile), "k.key")},
+        {"mailbox": "alice@ddmail.test"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
     )
     assert "mailbox-password" in codes(reset.get_data(as_text=True))
-    refused = browser.post(
+    refused = browser.post_with_keyfile(
         "/settings/mailboxes/remove",
-        {"mailbox": "alice@ddmail.test", "key": keyfile_upload(reg.keyfile)},
+        {"mailbox": "alice@ddmail.test"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert "Tick the box" in refused.get_data(as_text=True)
-    removed = browser.post(
+    removed = browser.post_with_keyfile(
         "/settings/mailboxes/remove",
-        {"mailbox": "alice@ddmail.test", "confirm": "y", "key": keyfile_upload(reg.keyfile)},
+        {"mailbox": "alice@ddmail.test", "confirm": "y"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert "can never be read again" in removed.get_data(as_text=True)
@@ -206,22 +163,20 @@ def test_mailbox_lifecycle_through_the_panel(browser: Browser) -> None:
 
 
 def test_reset_with_another_key_file_is_refused(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "bob", "domain": "ddmail.test"})
-    resp = browser.post(
+    resp = browser.post_with_keyfile(
         "/settings/mailboxes/reset",
-        {"mailbox": "bob@ddmail.test", "key": (io.BytesIO(b"key: " + b"C" * 88), "k.key")},
+        {"mailbox": "bob@ddmail.test"},
+        b"key: " + b"C" * 88,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert resp.status_code == 403 and KEYFILE_NEEDED in resp.get_data(as_text=True)
 
 
 def test_invalid_mailbox_name_keeps_the_input_and_says_what_to_fix(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     resp = browser.post("/settings/mailboxes", {"local_part": "bad name!", "domain": "ddmail.test"})
     page = resp.get_data(as_text=True)
     assert resp.status_code == 400
@@ -229,8 +184,7 @@ def test_invalid_mailbox_name_keeps_the_input_and_says_what_to_fix(browser: Brow
 
 
 def test_reserved_mailbox_name_is_explained(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     page = browser.post(
         "/settings/mailboxes", {"local_part": "postmaster", "domain": "ddmail.test"}
     ).get_data(as_text=True)
@@ -238,8 +192,7 @@ def test_reserved_mailbox_name_is_explained(browser: Browser) -> None:
 
 
 def test_alias_and_domain_pages(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "carol", "domain": "ddmail.test"})
     resp = browser.post(
         "/settings/aliases",
@@ -256,8 +209,7 @@ def test_alias_and_domain_pages(browser: Browser) -> None:
 def test_backend_down_is_a_clear_message_and_changes_nothing(
     env: tuple[Services, Flask], browser: Browser
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     env[0].stop_keyhandler()
     resp = browser.post("/settings/mailboxes", {"local_part": "dave", "domain": "ddmail.test"})
     assert "not reachable right now" in resp.get_data(as_text=True)
@@ -265,8 +217,7 @@ def test_backend_down_is_a_clear_message_and_changes_nothing(
 
 
 def test_every_post_without_csrf_token_is_refused(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     for rule in browser.app.url_map.iter_rules():
         if "POST" in (rule.methods or set()):
             resp = browser.client.post(rule.rule, data={}, base_url="https://localhost")
@@ -296,8 +247,7 @@ def test_settings_pages_need_a_login(browser: Browser) -> None:
 
 
 def test_no_page_has_javascript(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     for rule in browser.app.url_map.iter_rules():
         if "GET" in (rule.methods or ()) and not rule.arguments and rule.endpoint != "static":
             resp = browser.get(rule.rule)
@@ -311,10 +261,6 @@ def test_oversized_request_gets_a_friendly_413(browser: Browser) -> None:
     assert "larger than this form accepts" in resp.get_data(as_text=True)
 
 
-def keyfile_upload(data: bytes) -> tuple[io.BytesIO, str]:
-    return (io.BytesIO(data), "k.key")
-
-
 def test_new_panel_password_needs_the_key_file_and_logs_out_other_sessions(
     browser: Browser,
 ) -> None:
@@ -322,19 +268,19 @@ def test_new_panel_password_needs_the_key_file_and_logs_out_other_sessions(
     other = Browser(browser.app)
     other.login(reg)
     browser.login(reg)
-    refused = browser.post(
+    refused = browser.post_with_keyfile(
         "/settings/password",
-        {"key": keyfile_upload(b"key: " + b"D" * 88)},
+        {},
+        b"key: " + b"D" * 88,
         token_from="/settings",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert refused.status_code == 403 and KEYFILE_NEEDED in refused.get_data(as_text=True)
-    resp = browser.post(
+    resp = browser.post_with_keyfile(
         "/settings/password",
-        {"key": keyfile_upload(reg.keyfile)},
+        {},
+        reg.keyfile,
         token_from="/settings",
-        content_type="multipart/form-data",
     )
     new = codes(resp.get_data(as_text=True))["password"]
     assert resp.headers["Cache-Control"] == "no-store"
@@ -346,65 +292,58 @@ def test_new_panel_password_needs_the_key_file_and_logs_out_other_sessions(
 
 
 def test_new_key_file_replaces_the_old_one_and_still_resets_mailboxes(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "erin", "domain": "ddmail.test"})
-    resp = browser.post(
+    resp = browser.post_with_keyfile(
         "/settings/keyfile",
-        {"key": keyfile_upload(reg.keyfile)},
+        {},
+        reg.keyfile,
         token_from="/settings",
-        content_type="multipart/form-data",
     )
     assert resp.headers["Content-Disposition"].startswith("attachment")
     old, reg.keyfile = reg.keyfile, resp.data
     assert Browser(browser.app).login(reg).status_code == 302
     reg_old = type(reg)(reg.account, reg.username, reg.password, old)
     assert Browser(browser.app).login(reg_old).status_code == 401
-    reset = browser.post(
+    reset = browser.post_with_keyfile(
         "/settings/mailboxes/reset",
-        {"mailbox": "erin@ddmail.test", "key": keyfile_upload(reg.keyfile)},
+        {"mailbox": "erin@ddmail.test"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
     )
     assert "mailbox-password" in codes(reset.get_data(as_text=True))
 
 
 def test_account_users_can_be_added_and_removed_but_not_oneself(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
-    resp = browser.post(
-        "/settings/users", {"key": keyfile_upload(reg.keyfile)}, content_type="multipart/form-data"
-    )
+    reg = browser.register_and_login()
+    resp = browser.post_with_keyfile("/settings/users", {}, reg.keyfile)
     page = resp.get_data(as_text=True)
     found = codes(page)
     assert found["account"] == reg.account
-    keyfile = browser.client.post(
-        "/register/keyfile", data={"csrf_token": csrf(page)}, base_url="https://localhost"
-    )
+    keyfile = browser.download_keyfile(page)
     newcomer = type(reg)(reg.account, found["username"], found["password"], keyfile.data)
     second = Browser(browser.app)
     assert second.login(newcomer).status_code == 302
-    mine = second.post(
+    mine = second.post_with_keyfile(
         "/settings/users/remove",
-        {"user": newcomer.username, "key": keyfile_upload(newcomer.keyfile)},
+        {"user": newcomer.username},
+        newcomer.keyfile,
         token_from="/settings/users",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert "You cannot remove yourself" in mine.get_data(as_text=True)
-    browser.post(
+    browser.post_with_keyfile(
         "/settings/users/remove",
-        {"user": newcomer.username, "key": keyfile_upload(reg.keyfile)},
+        {"user": newcomer.username},
+        reg.keyfile,
         token_from="/settings/users",
-        content_type="multipart/form-data",
     )
     assert second.get("/settings").status_code == 302
     assert Browser(browser.app).login(newcomer).status_code == 401
 
 
 def test_export_holds_the_accounts_data(browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "frank", "domain": "ddmail.test"})
     data = json.loads(browser.get("/settings/account/export").data)
     assert data["account"]["id"] == reg.account
@@ -418,19 +357,18 @@ def test_export_holds_the_accounts_data(browser: Browser) -> None:
 def test_account_deletion_shreds_every_mailbox_and_keeps_a_final_audit_entry(
     env: tuple[Services, Flask], browser: Browser
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "gina", "domain": "ddmail.test"})
-    refused = browser.post(
+    refused = browser.post_with_keyfile(
         "/settings/account/delete",
-        {"key": keyfile_upload(reg.keyfile)},
-        content_type="multipart/form-data",
+        {},
+        reg.keyfile,
     )
     assert refused.status_code == 400 and "Tick the box" in refused.get_data(as_text=True)
-    resp = browser.post(
+    resp = browser.post_with_keyfile(
         "/settings/account/delete",
-        {"confirm": "y", "key": keyfile_upload(reg.keyfile)},
-        content_type="multipart/form-data",
+        {"confirm": "y"},
+        reg.keyfile,
     )
     assert "Your account is deleted" in resp.get_data(as_text=True)
     svc = env[0]
@@ -448,24 +386,23 @@ def test_totp_is_shown_once_needed_at_login_and_each_code_works_once(
     from ddmail_web import totp
     from ddmail_web.keyrotation import rotate_master
 
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     page = browser.get("/settings/totp")
     secret = codes(page.get_data(as_text=True))["totp-secret"]
     qr = browser.get("/settings/totp/qr.png")
     assert qr.headers["Content-Type"] == "image/png" and qr.data.startswith(b"\x89PNG")
     now = int(time.time())
     wrong_code = "000000" if totp.code_at(secret, now) != "000000" else "111111"
-    wrong = browser.post(
+    wrong = browser.post_with_keyfile(
         "/settings/totp",
-        {"totp": wrong_code, "key": keyfile_upload(reg.keyfile)},
-        content_type="multipart/form-data",
+        {"totp": wrong_code},
+        reg.keyfile,
     )
     assert "That code is not right" in wrong.get_data(as_text=True)
-    browser.post(
+    browser.post_with_keyfile(
         "/settings/totp",
-        {"totp": totp.code_at(secret, now), "key": keyfile_upload(reg.keyfile)},
-        content_type="multipart/form-data",
+        {"totp": totp.code_at(secret, now)},
+        reg.keyfile,
     )
     assert secret.encode() not in repr(db_rows(env[0], "SELECT * FROM web_users")).encode()
     # Rotation re-wraps the sealed secret; logins keep working with the same codes.
@@ -480,20 +417,13 @@ def test_totp_is_shown_once_needed_at_login_and_each_code_works_once(
 
 
 def test_idle_and_old_sessions_end(env: tuple[Services, Flask], browser: Browser) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     assert browser.get("/settings").status_code == 200
-    engine = create_engine(env[0].cfg.db_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE web_sessions SET last_seen = last_seen - 31 * 60"))
-    engine.dispose()
+    db_run(env[0], "UPDATE web_sessions SET last_seen = last_seen - 31 * 60")
     assert browser.get("/settings").status_code == 302
     assert db_rows(env[0], "SELECT count(*) FROM web_sessions") == [(0,)]
     browser.login(reg)
-    engine = create_engine(env[0].cfg.db_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE web_sessions SET created_at = created_at - 13 * 3600"))
-    engine.dispose()
+    db_run(env[0], "UPDATE web_sessions SET created_at = created_at - 13 * 3600")
     assert browser.get("/settings").status_code == 302
 
 
@@ -501,8 +431,7 @@ def test_domain_page_shows_every_expected_record_next_to_dns(
     env: tuple[Services, Flask], browser: Browser
 ) -> None:
     svc = env[0]
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     browser.post("/settings/domains", {"domain": "owned.example"})
     svc.resolver.records[("owned.example", "MX")] = ["10 mail.ddmail.test."]
     svc.resolver.records[("owned.example", "TXT")] = ["v=spf1 include:other.example mx -all"]
@@ -532,22 +461,16 @@ def test_expired_sessions_are_not_listed_and_the_periodic_job_removes_them(
     abandoned = Browser(browser.app)
     abandoned.login(reg)  # never logs out
     browser.login(reg)
-    engine = create_engine(svc.cfg.db_url)
-    with engine.begin() as conn:  # the abandoned browser's session idled out long ago
-        conn.execute(
-            text(
-                "UPDATE web_sessions SET last_seen = last_seen - 31 * 60"
-                " WHERE id = (SELECT min(id) FROM web_sessions)"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO web_counters (key, window_start, count)"
-                " VALUES ('old', 1, 3), ('new', :n, 1)"
-            ),
-            {"n": int(time.time())},
-        )
-    engine.dispose()
+    db_run(  # the abandoned browser's session idled out long ago
+        svc,
+        "UPDATE web_sessions SET last_seen = last_seen - 31 * 60"
+        " WHERE id = (SELECT min(id) FROM web_sessions)",
+    )
+    db_run(
+        svc,
+        "INSERT INTO web_counters (key, window_start, count) VALUES ('old', 1, 3), ('new', :n, 1)",
+        n=int(time.time()),
+    )
     page = browser.get("/settings/sessions").get_data(as_text=True)
     assert len(re.findall(r'name="session" value="(\d+)"', page)) == 1
     removed = periodic.purge_expired(panel_database(svc.cfg), svc.cfg.web)
@@ -561,8 +484,7 @@ def test_expired_sessions_are_not_listed_and_the_periodic_job_removes_them(
 def test_audit_page_shows_the_head_of_the_chain_to_keep(
     env: tuple[Services, Flask], browser: Browser
 ) -> None:
-    reg = browser.register()
-    browser.login(reg)
+    browser.register_and_login()
     page = browser.get("/settings/audit").get_data(as_text=True)
     head = re.search(r"The newest entry is #(\d+), hash <code id=\"audit-head\">(\w+)</code>", page)
     assert head is not None
@@ -577,14 +499,13 @@ def test_removing_a_mailbox_named_with_a_stray_newline_records_the_canonical_add
     """Found by the fuzz test: the backend accepted the address once normalised, and the panel
     then wrote the raw form value into the audit trail, which refused it (a 500 after the
     mailbox was already gone)."""
-    reg = browser.register()
-    browser.login(reg)
+    reg = browser.register_and_login()
     browser.post("/settings/mailboxes", {"local_part": "alice", "domain": "ddmail.test"})
-    resp = browser.post(
+    resp = browser.post_with_keyfile(
         "/settings/mailboxes/remove",
-        {"mailbox": "alice@ddmail.test\n", "confirm": "y", "key": keyfile_upload(reg.keyfile)},
+        {"mailbox": "alice@ddmail.test\n", "confirm": "y"},
+        reg.keyfile,
         token_from="/settings/mailboxes",
-        content_type="multipart/form-data",
         follow_redirects=True,
     )
     assert resp.status_code == 200

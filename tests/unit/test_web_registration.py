@@ -13,8 +13,7 @@ from flask import Flask
 from ddmail_common.db import Database
 from ddmail_web import funds, throttle
 from ddmail_web.account_data import delete_everything
-from tests.services import Services
-from tests.unit.test_web_panel import browser, db_rows, env  # noqa: F401  (fixtures)
+from tests.services import Services, db_rows
 from tests.webclient import Browser, codes
 
 pytestmark = pytest.mark.postgres
@@ -33,7 +32,7 @@ def run_in_threads(count: int, work: object) -> None:
         thread.join(120)
 
 
-def test_counters_never_lose_concurrent_updates(env: tuple[Services, Flask]) -> None:  # noqa: F811
+def test_counters_never_lose_concurrent_updates(env: tuple[Services, Flask]) -> None:
     db = Database(env[0].cfg.db_url)
     seen: list[int] = []
     lock = threading.Lock()
@@ -54,7 +53,7 @@ def test_counters_never_lose_concurrent_updates(env: tuple[Services, Flask]) -> 
 
 
 def test_concurrent_registrations_never_exceed_the_cap_on_never_funded_accounts(
-    env: tuple[Services, Flask],  # noqa: F811
+    env: tuple[Services, Flask],
 ) -> None:
     svc, app = env
     set_web(app, unfunded_accounts_max=5)
@@ -72,8 +71,8 @@ def test_concurrent_registrations_never_exceed_the_cap_on_never_funded_accounts(
 
 
 def test_a_flood_of_registrations_does_not_stop_a_later_one(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
     flooder = Browser(env[1])
     for _ in range(80):  # more than the old hourly cap (60) that locked everyone out
@@ -83,8 +82,8 @@ def test_a_flood_of_registrations_does_not_stop_a_later_one(
 
 
 def test_when_unclaimed_accounts_fill_the_room_they_go_and_registration_reopens(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
     svc, app = env
     set_web(app, unfunded_accounts_max=3)
@@ -111,8 +110,8 @@ def test_when_unclaimed_accounts_fill_the_room_they_go_and_registration_reopens(
 
 
 def test_voucher_only_registration_is_the_operators_switch(
-    env: tuple[Services, Flask],  # noqa: F811
-    browser: Browser,  # noqa: F811
+    env: tuple[Services, Flask],
+    browser: Browser,
 ) -> None:
     svc, app = env
     set_web(app, registration="voucher", new_accounts_enabled=False, unfunded_accounts_max=1)

@@ -1,0 +1,28 @@
+"""The panel with the real backend and keyhandler behind it (in-process), on the test database
+with the global domain ddmail.test: shared by the panel's test files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from ddmail_web.app import create_app
+from tests.services import Services, running_services
+from tests.webclient import Browser
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
+    from tests.stackrun import postgres_url
+
+    with running_services(tmp_path, postgres_url()) as svc:
+        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
+        yield svc, create_app(svc.cfg)
+
+
+@pytest.fixture
+def browser(env: tuple[Services, Flask]) -> Browser:
+    return Browser(env[1])
