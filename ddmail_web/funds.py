@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.client import ServiceClient
@@ -103,13 +103,19 @@ def voucher_usable(s: DbSession, code: str) -> bool:
 
 
 def redeem(s: DbSession, account: str, actor: str, code: str) -> int:
-    voucher = s.get(Voucher, _code_hash(code), with_for_update=True)
-    if voucher is None or voucher.redeemed_by is not None:
+    # One conditional UPDATE claims the voucher: of concurrent redemptions exactly one sees
+    # a row (a read, then a write would let several through where SQLite ignores FOR UPDATE).
+    cents = s.execute(
+        update(Voucher)
+        .where(Voucher.code_hash == _code_hash(code), Voucher.redeemed_by.is_(None))
+        .values(redeemed_by=account, redeemed_at=int(time.time()))
+        .returning(Voucher.amount_cents)
+    ).scalar()
+    if cents is None:
         raise FundsError("This voucher code is not valid or was already used.")
-    voucher.redeemed_by, voucher.redeemed_at = account, int(time.time())
-    add_entry(s, account, "voucher", voucher.amount_cents, "voucher")
-    audit.append(s, account, actor, "voucher_redeemed", format_cents(voucher.amount_cents))
-    return voucher.amount_cents
+    add_entry(s, account, "voucher", cents, "voucher")
+    audit.append(s, account, actor, "voucher_redeemed", format_cents(cents))
+    return int(cents)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,38 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, Flask, Browser]]:
 
 def billing(svc: Services) -> funds.Billing:
     return funds.Billing(panel_database(svc.cfg), svc.admin, svc.cfg.web)
+
+
+def test_concurrent_redemptions_credit_a_voucher_once(
+    env: tuple[Services, Flask, Browser],
+) -> None:
+    """Several panel workers redeeming one code at once (the outside review got two or three
+    credits on SQLite, which ignores FOR UPDATE)."""
+    svc, _, browser = env
+    account = browser.register().account
+    db = panel_database(svc.cfg)
+    with db.session() as s:
+        code = funds.create_vouchers(s, 1, 700)[0]
+    start = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def redeem() -> None:
+        start.wait()
+        try:
+            with db.session() as s:
+                funds.redeem(s, account, "someone", code)
+            outcomes.append("credited")
+        except funds.FundsError:
+            outcomes.append("refused")
+
+    workers = [threading.Thread(target=redeem) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert sorted(outcomes) == ["credited"] + ["refused"] * 7
+    rows = db_rows(svc, "SELECT account, amount_cents FROM web_ledger WHERE kind = 'voucher'")
+    assert rows == [(account, 700)]
 
 
 def test_amounts_are_parsed_strictly() -> None:
