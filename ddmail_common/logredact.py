@@ -59,6 +59,18 @@ _HELO = re.compile(r"(?i)(\b(?:helo|ehlo)=<)[^>\r\n]*(>)")
 # failed", "address not listed for hostname NAME".
 _HOSTNAME = re.compile(r"(\bhostname )[^\s\[\]<>,;:]+")
 
+# A name that spells an IPv4 address with dashes or underscores (pool-71-105-12-34.example.net
+# in a Message-ID, an envelope sender or a HELO) is an address too: the whole name goes.
+_SPELLED_IP = re.compile(r"(?<![0-9])(?:[0-9]{1,3}[-_]){3}[0-9]{1,3}(?![0-9])")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{7,}")
+_DASHED_DIGITS = re.compile(r"[0-9][-_][0-9]")
+
+
+def _mask_spelled_ip(match: re.Match[str]) -> str:
+    name = match.group()
+    return HOST_PLACEHOLDER if _SPELLED_IP.search(name) else name
+
+
 _KEY_VALUE = re.compile(
     r"""(?i)((?:password|passwd|pass|secret|token|key)=)(?:"[^"]*"|'[^']*'|\S+)"""
 )
@@ -93,6 +105,8 @@ def redact(text: str) -> str:
     # two and leave part of it unrecognised.
     ip = _IP if "::" in text or text.count(":") >= 6 else _IPV4
     text = ip.sub(IP_PLACEHOLDER, text)
+    if _DASHED_DIGITS.search(text):
+        text = _NAME.sub(_mask_spelled_ip, text)
     lowered = text.casefold()
     if IP_PLACEHOLDER in text:
         text = _CLIENT_NAME.sub(rf"\g<1>{HOST_PLACEHOLDER}", text)

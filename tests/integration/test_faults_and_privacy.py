@@ -214,6 +214,16 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
         s.ehlo(helo)
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             s.sendmail("a@example.org", [f"nobody-{uuid.uuid4().hex[:8]}@ddmail.test"], b"x")
+        # ... and one whose Message-ID and envelope sender spell an address in a name.
+        s.sendmail(
+            "x@h-198-51-100-88.dyn.example",
+            [address],
+            b"Message-ID: <m1@pool-71-105-12-34.example.net>\r\nSubject: hi\r\n\r\nhi\r\n",
+        )
+    wait_until(
+        lambda: b"message-id=<m1@[host]>" in (stack.log_dir / "postfix.log").read_bytes(),
+        what="the message-id logged without the name",
+    )
     argv_and_env = watcher.stop()
     engine = create_engine(stack.info["db_url"])
     with engine.connect() as conn:
@@ -238,7 +248,7 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
     assert b"PRIVATE KEY" not in logs
     assert not IP_PATTERN.findall(logs), IP_PATTERN.findall(logs)[:5]
     # No client host name (reverse DNS of 127.0.0.1 is "localhost") and no HELO name.
-    assert b"pool-71-105-12-34" not in logs
+    assert b"pool-71-105-12-34" not in logs and b"198-51-100-88" not in logs
     assert b"localhost[" not in logs
     assert b"helo=<[host]>" in logs  # the reject line was logged, without the name
     assert keys  # public keys are public; private halves only ever appear wrapped

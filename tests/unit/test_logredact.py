@@ -145,6 +145,30 @@ def test_client_host_and_helo_names_are_redacted(line: str, expected: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # Found by the outside review: a client's Message-ID or envelope sender spelled its
+        # address in a reverse-DNS name, and the log kept it.
+        (
+            "postfix/cleanup[5]: 4F3A: message-id=<a@pool-71-105-12-34.example.net>",
+            "postfix/cleanup[5]: 4F3A: message-id=<a@[host]>",
+        ),
+        (
+            "postfix/qmgr[6]: 4F3A: from=<x@h-198-51-100-88.dyn.example>, size=300",
+            "postfix/qmgr[6]: 4F3A: from=<x@[host]>, size=300",
+        ),
+        (
+            "lmtp(a@ddmail.test): msgid=<1@ip_10_0_0_1.internal>: saved",
+            "lmtp(a@ddmail.test): msgid=<1@[host]>: saved",
+        ),
+        ("relay=71-105-12-34.isp.example[[ip]]:25", "relay=[host][[ip]]:25"),
+    ],
+)
+def test_names_that_spell_an_ip_address_are_redacted(line: str, expected: str) -> None:
+    assert redact(line) == expected
+
+
+@pytest.mark.parametrize(
     "line",
     [
         # Nothing to redact: no name, or a server we connected to, or a unix socket.
