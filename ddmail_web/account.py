@@ -92,7 +92,7 @@ def register() -> Response | str | tuple[str, int]:
             "POST", "/v1/accounts/recovery-key", {"account": account, "secret": recovery}
         )
         if not enabled:
-            # Unfunded: its future addresses get temporary errors until funds arrive.
+            # Unfunded: its future mailboxes receive but cannot log in or send until funds arrive.
             state.backend.call("POST", "/v1/accounts/state", {"account": account, "enabled": False})
     except ApiError as exc:
         return _register_page(form, f"Registration is not possible right now: {exc.message}", 503)

@@ -110,7 +110,10 @@ def test_disabled_account_sees_only_funds_keeps_receiving_and_cannot_send_or_log
     browser.post("/settings/mailboxes", {"local_part": "ivan", "domain": "ddmail.test"})
     billing(svc).set_enabled(reg.account, False, "admin")
     assert browser.get("/settings/mailboxes").headers["Location"].endswith("/settings/funds")
-    assert "disabled until funds are added" in browser.get("/settings/funds").get_data(as_text=True)
+    banner = browser.get("/settings/funds").get_data(as_text=True)
+    # What the page tells matches what the mail system does (mail is stored, not deferred).
+    assert "disabled until funds are added" in banner and "still\nreceived and stored" in banner
+    assert "deferred" not in banner
     # Mail is accepted as for any account (no 450 that reveals the payment status) ...
     assert db_rows(svc, "SELECT address FROM mail_mailboxes") == [("ivan@ddmail.test",)]
     # ... but the mailbox may neither send nor log in (Dovecot's deny passdb reads this view).
