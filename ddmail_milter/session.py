@@ -57,6 +57,14 @@ class Policy:
         except LookupFailed as exc:
             log.warning("sender ownership lookup failed (%s), deferring", exc)
             return LOOKUP_TEMPFAIL
+        if recipients > self.limit.recipients:
+            # It would never fit in a window: a temporary answer would be retried until the
+            # sender's queue gave up days later.
+            log.info("refused a submission: more recipients than the sending limit")
+            return (
+                f"550 5.7.1 A message may go to at most {self.limit.recipients} recipients; "
+                "send it in parts"
+            )
         if not self.limit.take(key, max(recipients, 1)):
             log.info("deferred a submission: login over its sending limit")
             return OVER_LIMIT

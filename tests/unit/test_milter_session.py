@@ -123,3 +123,18 @@ def test_over_the_limit_is_deferred_at_mail(policy: Policy) -> None:
         policy, message("alice@own.example", "alice@own.example", [("From", "alice@own.example")])
     )
     assert replies[1][0] == "y" and replies[1][1].startswith(b"450 4.7.1")
+
+
+def test_a_message_with_more_recipients_than_the_limit_is_refused_not_deferred(
+    policy: Policy,
+) -> None:
+    packets = message("alice@own.example", "alice@own.example", [("From", "alice@own.example")])
+    extra = [(b"R", f"<friend{i}@example.net>\0".encode()) for i in range(2)]
+    at = packets.index((b"R", b"<friend@example.net>\0")) + 1
+    replies = converse(policy, packets[:at] + extra + packets[at:])
+    assert replies[-1][0] == "y" and replies[-1][1].startswith(b"550 5.7.1"), replies
+    # Nothing was counted: the login can still send a message that fits.
+    replies = converse(
+        policy, message("alice@own.example", "alice@own.example", [("From", "alice@own.example")])
+    )
+    assert all(r[0] != "y" for r in replies), replies
