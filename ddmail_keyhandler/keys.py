@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from ddmail_common.config import Argon2Settings
 from ddmail_common.db import Database
@@ -58,19 +59,24 @@ class KeyStore:
 
     def set_recovery_key(self, account: str, secret: bytes) -> None:
         key = RecoveryKey.create(secret, self.argon2)
-        with self.db.session() as s:
-            if s.get(RecoveryKeyRow, account) is not None:
-                raise conflict("This account already has a recovery key.", "recovery_key_exists")
-            s.add(
-                RecoveryKeyRow(
-                    account=account,
-                    public=key.public,
-                    salt=key.salt,
-                    memory_kib=key.params.memory_kib,
-                    time_cost=key.params.time_cost,
-                    parallelism=key.params.parallelism,
+        # Insert first, no read before: on SQLite a read and then a write in one transaction
+        # fails outright ("database is locked") when another registration wrote in between.
+        try:
+            with self.db.session() as s:
+                s.add(
+                    RecoveryKeyRow(
+                        account=account,
+                        public=key.public,
+                        salt=key.salt,
+                        memory_kib=key.params.memory_kib,
+                        time_cost=key.params.time_cost,
+                        parallelism=key.params.parallelism,
+                    )
                 )
-            )
+        except IntegrityError:
+            raise conflict(
+                "This account already has a recovery key.", "recovery_key_exists"
+            ) from None
 
     def remove_recovery_key(self, account: str) -> bool:
         """Forget a deleted account's recovery key; False if there was none (idempotent). Refused
