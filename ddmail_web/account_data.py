@@ -27,11 +27,14 @@ def _list(client: ServiceClient, path: str, key: str, account: str) -> list[dict
     return list(client.call("GET", f"{path}?account={account}").get(key, []))
 
 
-def delete_everything(db: Database, client: ServiceClient, account: str, actor: str) -> None:
+def delete_everything(
+    db: Database, client: ServiceClient, account: str, actor: str, leave_trace: bool = True
+) -> None:
     """Aliases, then mailboxes (each crypto-shredded by the backend), then domains, then what
     the backend and keyhandler keep per account (recovery key, OpenPGP keys, state), then the
-    panel's rows; the audit trail is closed down to one final entry. Raises ApiError on the
-    first failure; a retry continues where it stopped."""
+    panel's rows; the audit trail is closed down to one final entry (or, without LEAVE_TRACE,
+    for an account nobody ever used, removed). Raises ApiError on the first failure; a retry
+    continues where it stopped."""
     for alias in _list(client, "/v1/aliases", "aliases", account):
         client.call("POST", "/v1/aliases/remove", {"account": account, "address": alias["address"]})
     for mailbox in _list(client, "/v1/mailboxes", "mailboxes", account):
@@ -47,8 +50,11 @@ def delete_everything(db: Database, client: ServiceClient, account: str, actor: 
         s.execute(delete(Session).where(Session.user_id.in_(user_ids)))
         s.execute(delete(User).where(User.account == account))
         s.execute(delete(Account).where(Account.id == account))
-        # The trail keeps one final entry only: that the account was deleted, and by whom.
-        audit.close(s, account, actor, "account_deleted")
+        if leave_trace:
+            # The trail keeps one final entry only: that the account was deleted, and by whom.
+            audit.close(s, account, actor, "account_deleted")
+        else:
+            audit.forget(s, account)
 
 
 @bp.route("/delete", methods=["GET", "POST"])

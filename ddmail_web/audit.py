@@ -173,6 +173,13 @@ def close(session: Session, account: str, actor: str, action: str) -> AuditEntry
     return append(session, account, actor, action)
 
 
+def forget(session: Session, account: str) -> None:
+    """Delete the account's whole trail: for an account nobody ever logged into, whose trail
+    nobody could ever read (a registration flood must not leave a row per account behind)."""
+    _serialize_appends(session, account)
+    session.execute(delete(AuditEntry).where(AuditEntry.account == account))
+
+
 def _serialize_appends(session: Session, account: str) -> None:
     """Make other appends for ACCOUNT wait until this transaction ends."""
     dialect = session.get_bind().dialect.name

@@ -13,9 +13,10 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.client import ServiceClient
@@ -118,6 +119,23 @@ def redeem(s: DbSession, account: str, actor: str, code: str) -> int:
     return int(cents)
 
 
+DeleteAccount = Callable[[str, bool], None]
+
+
+def oldest_unclaimed(s: DbSession, created_before: int) -> str | None:
+    """The oldest account created before CREATED_BEFORE that was never funded, is not gratis
+    and nobody ever logged into: what a registration flood leaves."""
+    paid = exists().where(LedgerEntry.account == Account.id, LedgerEntry.amount_cents > 0)
+    used = exists().where(AuditEntry.account == Account.id, AuditEntry.action == "login")
+    query = (
+        select(Account.id)
+        .where(Account.gratis.is_(False), Account.created_at < created_before, ~paid, ~used)
+        .order_by(Account.created_at)
+        .limit(1)
+    )
+    return s.execute(query).scalar()
+
+
 @dataclass
 class Billing:
     db: Database
@@ -166,9 +184,18 @@ class Billing:
         if short:
             self.set_enabled(account.id, False, "system")
 
-    def run(self, delete_account: object, now: int | None = None) -> dict[str, int]:
+    def claimed(self, account: str) -> bool:
+        """Someone has logged into it (a registration flood does not bother to)."""
+        with self.db.session() as s:
+            found = select(AuditEntry.id).where(
+                AuditEntry.account == account, AuditEntry.action == "login"
+            )
+            return s.execute(found.limit(1)).first() is not None
+
+    def run(self, delete_account: DeleteAccount, now: int | None = None) -> dict[str, int]:
         """Charge what is due, disable accounts without funds, delete those past the grace
-        period and those never funded. DELETE_ACCOUNT(account_id) removes one account."""
+        period and those never funded. DELETE_ACCOUNT(account_id, leave_trace) removes one
+        account; only one nobody ever logged into goes without a trace."""
         now = int(time.time()) if now is None else now
         counts = {"charged": 0, "deleted": 0}
         with self.db.session() as s:
@@ -183,14 +210,6 @@ class Billing:
                 ).first()
             }
 
-        def claimed(account: str) -> bool:
-            """Someone has logged into it (a registration flood does not bother to)."""
-            with self.db.session() as s:
-                found = select(AuditEntry.id).where(
-                    AuditEntry.account == account, AuditEntry.action == "login"
-                )
-                return s.execute(found.limit(1)).first() is not None
-
         for account in accounts:
             if account.gratis:
                 continue
@@ -200,12 +219,14 @@ class Billing:
                 and now - account.disabled_at > self.settings.grace_days * 86400
             )
             age = now - account.created_at
-            stale = never_funded and (
-                age > self.settings.purge_unfunded_days * 86400
-                or (age > self.settings.purge_unclaimed_hours * 3600 and not claimed(account.id))
+            unclaimed = (
+                never_funded
+                and age > self.settings.purge_unclaimed_hours * 3600
+                and not self.claimed(account.id)
             )
-            if grace_over or stale:
-                delete_account(account.id)  # type: ignore[operator]
+            stale = never_funded and age > self.settings.purge_unfunded_days * 86400
+            if grace_over or stale or unclaimed:
+                delete_account(account.id, not unclaimed)
                 counts["deleted"] += 1
             elif (
                 account.enabled

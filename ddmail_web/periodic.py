@@ -65,7 +65,9 @@ def purge_expired(db: Database, settings: WebSettings) -> int:
 
 def run(db: Database, backend: ServiceClient, settings: WebSettings) -> dict[str, int]:
     billing = funds.Billing(db, backend, settings)
-    counts = billing.run(lambda account: delete_everything(db, backend, account, "system"))
+    counts = billing.run(
+        lambda account, trace: delete_everything(db, backend, account, "system", trace)
+    )
     counts["openpgp_held"] = record_openpgp_failures(db, backend)
     counts["domain_events"] = record_domain_events(db, backend)
     counts["expired"] = purge_expired(db, settings)

@@ -137,8 +137,8 @@ def test_monthly_charge_disables_then_deletes_an_account_without_funds(
     reference = str(db_rows(svc, "SELECT payment_reference FROM web_accounts")[0][0])
     b.credit(reference, 150)  # one month at 1.00, then short
 
-    def delete(account: str) -> None:
-        delete_everything(b.db, b.backend, account, "system")
+    def delete(account: str, leave_trace: bool) -> None:
+        delete_everything(b.db, b.backend, account, "system", leave_trace)
 
     now = int(time.time())
     assert b.run(delete, now + 31 * DAY) == {"charged": 1, "deleted": 0}
@@ -163,11 +163,15 @@ def test_never_funded_accounts_are_purged_and_gratis_ones_kept(
         row = s.get(Account, second.account)
         assert row is not None
         row.gratis = True
-    deleted: list[str] = []
+    deleted: list[tuple[str, bool]] = []
+
+    def delete(account: str, leave_trace: bool) -> None:
+        deleted.append((account, leave_trace))
+
     now = int(time.time())
-    assert b.run(deleted.append, now + 10 * DAY) == {"charged": 0, "deleted": 0}
-    assert b.run(deleted.append, now + 31 * DAY) == {"charged": 0, "deleted": 1}
-    assert deleted == [first.account]
+    assert b.run(delete, now + 10 * DAY) == {"charged": 0, "deleted": 0}
+    assert b.run(delete, now + 31 * DAY) == {"charged": 0, "deleted": 1}
+    assert deleted == [(first.account, True)]  # someone used it: its final entry stays
 
 
 def test_pricing_page_and_funds_page_state_the_same_price_from_config(tmp_path: Path) -> None:
