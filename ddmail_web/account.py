@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
 from ddmail_web import admission, audit, funds, lockout, totp_views
+from ddmail_web.account_data import delete_everything
 from ddmail_web.credentials import (
     KeyFile,
     new_account_id,
@@ -78,9 +79,18 @@ def register() -> Response | str | tuple[str, int]:
     voucher = (form.voucher.data or "").strip() or None
     try:
         with state.db.session() as s:  # a cheap early answer, before any work
+            full = voucher is None and admission.room_is_full(s, state.settings)
+        if full:
+            admission.make_room(
+                state.db,
+                lambda old: delete_everything(state.db, state.backend, old, "system", False),
+            )
+        with state.db.session() as s:
             admission.check(s, state.settings, voucher)
     except admission.Refused as exc:
         return _register_page(form, str(exc), exc.status)
+    except ApiError as exc:
+        return _register_page(form, f"Registration is not possible right now: {exc.message}", 503)
     account, username, password = new_account_id(), new_username(), new_password()
     keyfile, recovery = KeyFile.generate(), new_recovery_secret()
     # Before anything is created: with the server busy, the request is shed here (Busy).

@@ -6,24 +6,33 @@ flood could exhaust is bounded instead:
 - CPU: a registration's argon2 hash runs in the shared work pool and is shed first
   (ddmail_web.workslots);
 - the database: at most `unfunded_accounts_max` accounts that have never been funded exist at
-  once, and those nobody has logged into are removed after `purge_unclaimed_hours` (the periodic
-  job), so a flood that does not log into each account it makes only fills the room while it
-  lasts. A registration with a voucher is funded from the start and never counted;
+  once. When the room is full, a registration first removes the oldest account nobody ever
+  logged into that is older than EVICTABLE_AFTER (make_room), so a flood that does not log into
+  the accounts it makes only ever replaces its own, and people (who log in right after
+  registering) still get in; the periodic job removes the rest after `purge_unclaimed_hours`.
+  A registration with a voucher is funded from the start and never counted;
 - under attack the operator sets `registration = "voucher"`: only voucher holders register.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.config import WebSettings
+from ddmail_common.db import Database
 from ddmail_web import funds
 from ddmail_web.funds_models import LedgerEntry
 from ddmail_web.models import Account
 from ddmail_web.throttle import MAX_WINDOW, hit
 
 LOCK = "registration-lock"
+# A person logs in within minutes of registering; an account still unused after this long may
+# give its place to a new registration when the room is full.
+EVICTABLE_AFTER = 600
 
 
 class Refused(Exception):
@@ -45,13 +54,27 @@ def check(s: DbSession, settings: WebSettings, voucher: str | None) -> None:
             raise Refused("This voucher code is not valid or was already used.", 400)
     elif settings.registration == "voucher":
         raise Refused("New accounts need a voucher code at the moment.", 403)
-    elif count_never_funded(s) >= settings.unfunded_accounts_max:
+    elif room_is_full(s, settings):
         raise Refused(
             "Many new accounts are waiting for funds right now, so registration without a "
             "voucher pauses. Accounts nobody logs into are removed after a while: please come "
             "back later, or register with a voucher code.",
             503,
         )
+
+
+def room_is_full(s: DbSession, settings: WebSettings) -> bool:
+    return count_never_funded(s) >= settings.unfunded_accounts_max
+
+
+def make_room(db: Database, remove: Callable[[str], None]) -> bool:
+    """Remove (with REMOVE) the oldest account nobody ever used, if one is old enough."""
+    with db.session() as s:
+        account = funds.oldest_unclaimed(s, int(time.time()) - EVICTABLE_AFTER)
+    if account is None:
+        return False
+    remove(account)
+    return True
 
 
 def serialize(s: DbSession) -> None:

@@ -13,7 +13,7 @@ from flask import Flask
 from ddmail_common.db import Database
 from ddmail_web import funds, throttle
 from ddmail_web.account_data import delete_everything
-from tests.services import Services, db_rows
+from tests.services import Services, db_rows, db_run
 from tests.webclient import Browser, codes
 
 pytestmark = pytest.mark.postgres
@@ -110,6 +110,31 @@ def test_when_unclaimed_accounts_fill_the_room_they_go_and_registration_reopens(
     assert db_rows(svc, "SELECT DISTINCT account FROM web_audit") == [(person.account,)]
     late = Browser(app)
     assert late.login(late.register()).status_code == 302
+
+
+def test_a_flood_that_never_logs_in_only_replaces_its_own_accounts(
+    env: tuple[Services, Flask],
+    browser: Browser,
+) -> None:
+    """With the room full of accounts nobody uses, a new registration takes the place of the
+    oldest one (once it is old enough for its maker to have logged in): people get in, the
+    database stays bounded, and the evicted account leaves nothing behind."""
+    svc, app = env
+    set_web(app, unfunded_accounts_max=3)
+    person = browser.register_and_login()
+    flooder = Browser(app)
+    flood = [flooder.register().account for _ in range(2)]
+    newcomer = Browser(app)
+    assert newcomer.post("/register").status_code == 503  # the flood's accounts are too new
+    db_run(svc, "UPDATE web_accounts SET created_at = created_at - 700")
+    late = newcomer.register_and_login()
+    accounts = {r[0] for r in db_rows(svc, "SELECT id FROM web_accounts")}
+    assert accounts == {person.account, flood[1], late.account}
+    assert db_rows(svc, "SELECT count(*) FROM web_audit WHERE account = :a", a=flood[0]) == [(0,)]
+    # The flood goes on: it replaces its own last account, never someone who logged in.
+    again = flooder.register().account
+    accounts = {r[0] for r in db_rows(svc, "SELECT id FROM web_accounts")}
+    assert accounts == {person.account, late.account, again}
 
 
 def test_voucher_only_registration_is_the_operators_switch(
