@@ -45,6 +45,18 @@ def test_mail_lands_encrypted_and_reads_back_over_imaps(stack: RunningStack) -> 
     assert inbox_has(stack, address, password, f"body {marker}")
 
 
+def test_stored_mail_names_no_internal_hop_or_machine(stack: RunningStack) -> None:
+    """Only the MX's own Received line: no LMTP hop naming the machine's host name."""
+    address, password = stack.new_mailbox()
+    marker = uuid.uuid4().hex
+    stack.deliver(address, "hops", marker)
+    wait_until(lambda: inbox_has(stack, address, password, marker), what="delivery")
+    (message,) = fetch_all(stack, address, password)
+    received = [line for line in message.split(b"\r\n") if line.startswith(b"Received:")]
+    assert len(received) == 1, received
+    assert b"LMTP" not in message.split(b"\r\n\r\n")[0]
+
+
 def test_wrong_password_is_an_authentication_failure(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     with stack.imap() as imap, pytest.raises(Exception, match="AUTHENTICATIONFAILED"):
