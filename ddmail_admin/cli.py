@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ddmail_admin import dbadmin, panel
+from ddmail_admin import backup_cli, dbadmin, panel
 from ddmail_admin import target as admin_target
 from ddmail_common.config import ConfigError
 from ddmail_common.errors import ApiError
@@ -60,6 +60,7 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     keys.set_defaults(func=cmd_rotate_master)
     panel.add_commands(admin)
     dbadmin.add_commands(admin)
+    backup_cli.add_commands(admin)
 
 
 def parser() -> argparse.ArgumentParser:
