@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tomllib
@@ -373,3 +374,17 @@ def load(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
     return parse(data, path)
+
+
+SQLITE_TRIAL_WARNING = (
+    "database.url is SQLite: for trials and tests only (one writer at a time, no per-service "
+    "roles); production uses PostgreSQL, see docs/operations.md"
+)
+
+
+def load_service(path: Path | None = None) -> Config:
+    """A service's config at start: `load`, plus one warning when the database is SQLite."""
+    cfg = load(path)
+    if cfg.db_url.startswith("sqlite"):
+        logging.getLogger("ddmail.config").warning(SQLITE_TRIAL_WARNING)
+    return cfg
