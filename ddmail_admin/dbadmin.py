@@ -18,10 +18,12 @@ Who touches what (read from the code, each service imports only its own models):
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, make_url, text
 
 from ddmail_admin import target as admin_target
 from ddmail_common.db import make_engine
@@ -167,8 +169,21 @@ def migrate(db_url: str, role_prefix: str = "") -> str:
     return f"database upgraded; owners and grants applied to {count} relations"
 
 
+def become_postgres(db_url: str) -> None:
+    """Run as root: the config (root:ddmail 0640) is read, then this process becomes OS user
+    postgres, which peer authentication maps to the superuser role (the URL names no user)."""
+    if os.geteuid() != 0 or db_url.startswith("sqlite") or make_url(db_url).username:
+        return
+    postgres = pwd.getpwnam("postgres")
+    os.setgroups([])
+    os.setgid(postgres.pw_gid)
+    os.setuid(postgres.pw_uid)
+    os.environ["HOME"] = postgres.pw_dir
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     cfg = admin_target.config(args)
+    become_postgres(cfg.db_url)
     print(migrate(cfg.db_url, args.role_prefix))
     return 0
 
