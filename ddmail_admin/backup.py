@@ -11,6 +11,7 @@ Archive layout (members in this order):
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import io
@@ -305,24 +306,40 @@ def _non_empty(path: Path) -> bool:
     return os.path.lexists(path)
 
 
+# Whether any table but Alembic's holds a row, in one statement psql can run.
+_PG_HAS_ROWS = (
+    "SELECT coalesce(bool_or((xpath('/row/e/text()', query_to_xml(format("
+    "'SELECT EXISTS (SELECT 1 FROM public.%I) AS e', c.relname), false, true, '')))[1]"
+    "::text::boolean), false) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'"
+)
+
+
 def database_has_data(db_url: str) -> bool:
     """Whether any table of the configured database holds a row (a live state to protect)."""
-    from sqlalchemy import inspect, text
-
-    from ddmail_common.db import make_engine
-
-    if db_url.startswith("sqlite") and not Path(make_url(db_url).database or "").exists():
+    if not db_url.startswith("sqlite"):
+        # Through psql, as pg_restore will connect (root has no role of its own).
+        ran = subprocess.run(
+            _pg_command(db_url, "psql", "--no-psqlrc", "--tuples-only", "--no-align",
+                        "--command", _PG_HAS_ROWS),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if ran.returncode != 0:
+            raise BackupError(f"cannot inspect the database: {ran.stderr.strip()}")
+        return ran.stdout.strip() == "t"
+    path = Path(make_url(db_url).database or "")
+    if not path.exists():
         return False
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            tables = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-            return any(
-                conn.execute(text(f'SELECT EXISTS (SELECT 1 FROM "{t}")')).scalar()  # noqa: S608
-                for t in tables
-            )
-    finally:
-        engine.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        tables = [
+            str(t)
+            for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if t != "alembic_version" and not str(t).startswith("sqlite_")
+        ]
+        return any(
+            conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{t}")').fetchone()[0]  # noqa: S608
+            for t in tables
+        )
 
 
 def _stage_path(target: Path, stamp: str, kind: str) -> Path:

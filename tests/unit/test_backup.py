@@ -13,12 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy import make_url
 
 from ddmail_admin import backup
 from ddmail_admin.dbadmin import migrate
 from ddmail_common.config import BackupSettings, Config, ConfigError, parse
+from ddmail_common.migrate import upgrade
 from tests.operatorkey import PASSPHRASE, OperatorKey, make_operator_key
+from tests.stackrun import postgres_url
 
 MARKER = "Quarterly-plaintext-marker-7f3a"
 
@@ -190,3 +194,37 @@ def test_without_the_secret_key_nothing_is_restored(tmp_path: Path, key: Operato
         backup.restore(cfg, made, empty, force=True)
     assert (root / "mail" / "example.org" / "u1" / "cur" / "1.eml").exists()
     subprocess.run(["gpgconf", "--homedir", str(empty), "--kill", "all"], check=False)
+
+
+@pytest.mark.postgres
+def test_postgresql_as_root_dumps_and_restores_as_os_user_postgres() -> None:
+    """Production: the URL names no user; root has no role, so pg_dump, psql and pg_restore
+    run as OS user postgres over the unix socket."""
+    url = postgres_url()
+    if url is None or os.geteuid() != 0:
+        pytest.skip("needs DDMAIL_TEST_DB=postgresql and root")
+    name = make_url(url).database
+    userless = f"postgresql+psycopg:///{name}?host=/var/run/postgresql"
+    admin = "host=127.0.0.1 user=ddmail_test password=ddmail_test dbname="
+    try:
+        upgrade(url)
+        with psycopg.connect(admin + str(name), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO web_accounts (id, created_at, enabled, gratis, payment_reference)"
+                " VALUES (%s, 0, TRUE, TRUE, 'REF')",
+                (MARKER,),
+            )
+        assert backup.database_has_data(userless)
+        member, dump, meta = backup.dump_database(userless)
+        assert member == "database.pgdump" and dump.startswith(b"PGDMP")
+        with psycopg.connect(admin + "postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+        assert not backup.database_has_data(userless)
+        backup.restore_database(userless, {"database": meta}, dump, "20270101T000000Z")
+        with psycopg.connect(admin + str(name)) as conn:
+            rows = conn.execute("SELECT id FROM web_accounts").fetchall()
+        assert rows == [(MARKER,)]
+    finally:
+        with psycopg.connect(admin + "postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
