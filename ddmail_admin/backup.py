@@ -256,11 +256,17 @@ def create(
             try:
                 write_archive(proc.stdin, cfg, roots(cfg, extra))
                 proc.stdin.close()
+            except BrokenPipeError:
+                cut_short = True  # gpg stopped reading: its status and message say why
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
             except BaseException:
                 proc.kill()
                 proc.wait()
                 raise
-            if proc.wait() != 0:
+            else:
+                cut_short = False
+            if proc.wait() != 0 or cut_short:
                 errors.seek(0)
                 raise BackupError(f"gpg failed: {errors.read().decode(errors='replace').strip()}")
         os.fsync(fd)

@@ -3,6 +3,7 @@ what is not (plaintext), the restore's checks and its refusal to overwrite (DN 3
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -228,3 +229,12 @@ def test_postgresql_as_root_dumps_and_restores_as_os_user_postgres() -> None:
     finally:
         with psycopg.connect(admin + "postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_an_unusable_public_key_leaves_no_file(tmp_path: Path, key: OperatorKey) -> None:
+    cfg = deployment(tmp_path / "r", key)
+    bad = tmp_path / "bad.asc"
+    bad.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n")
+    with pytest.raises(backup.BackupError, match="gpg failed"):
+        backup.create(cfg, dataclasses.replace(cfg.backup, public_key=bad))
+    assert list(cfg.backup.dir.iterdir()) == []
