@@ -94,7 +94,7 @@ def test_every_process_and_daemon_has_an_enforce_mode_profile() -> None:
 def test_daemon_profiles_attach_to_their_binaries() -> None:
     for name, binary in DAEMONS.items():
         text = names()[name].read_text()
-        assert re.search(rf"^profile {re.escape(name)} {re.escape(binary)} {{", text, re.M), name
+        assert re.search(rf"^profile {re.escape(name)} {re.escape(binary)} ", text, re.M), name
 
 
 def test_no_profile_runs_anything_unconfined() -> None:
