@@ -103,6 +103,16 @@ def test_no_profile_runs_anything_unconfined() -> None:
         assert not [r for r in rules if re.search(r"\b[pPcC]?[uU]x\b", r)], profile.name
 
 
+def test_stacked_exec_targets_name_existing_profiles() -> None:
+    """A child stacked on its parent must be named in full ("Px -> &parent//child"):
+    "Cx -> &child" compiles to "parent//&child", which the kernel does not find."""
+    for profile in PROFILES:
+        rules = [line.split("#")[0] for line in profile.read_text().splitlines()]
+        targets = [m.group(1) for r in rules for m in [re.search(r"->\s*&(\S+),", r)] if m]
+        assert not [r for r in rules if re.search(r"\bCx\s*->\s*&", r)], profile.name
+        assert all(t in names() for t in targets), (profile.name, targets)
+
+
 def test_every_unit_names_an_existing_profile() -> None:
     units = sorted((REPO / "ansible" / "roles").glob("*/templates/*.service*"))
     named = {
