@@ -631,6 +631,117 @@ def denials() -> list[str]:
     return [line for line in log.splitlines() if 'apparmor="DENIED"' in line]
 
 
+def greeting(port: int) -> str:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+                return conn.recv(200).decode(errors="replace")
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def labels(program: str) -> set[str]:
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if os.readlink(proc / "exe") == program:
+                found.add((proc / "attr" / "current").read_text().strip())
+        except OSError:
+            continue
+    return found
+
+
+GPG_STACK = r"""
+import os, subprocess, sys
+home = "/tmp/ddmail-pgp-probe"
+os.makedirs(home, mode=0o700, exist_ok=True)
+with open(home + "/key.asc", "w") as f:
+    f.write(sys.stdin.read())
+for source in (home + "/key.asc", "/etc/ddmail/secrets/backend.key"):
+    done = subprocess.run(["gpg", "--homedir", home, "--batch", "--import", source],
+                          capture_output=True, text=True)
+    print(source, "|", " ".join(done.stderr.split()))
+"""
+
+
+def gpg_stacked() -> None:
+    """gpg run by the keyhandler (unit hardening: NoNewPrivileges=yes) is in the stacked child
+    profile, not just in the keyhandler's: the child may import a key from its home but may not
+    read the keyhandler's own secret, which the keyhandler's profile alone would allow."""
+    key = test_key_for("probe@ddmail.test")
+    done = run(
+        "systemd-run",
+        "--wait",
+        "--collect",
+        "--pipe",
+        "--quiet",
+        "--property=AppArmorProfile=ddmail-keyhandler",
+        "--property=NoNewPrivileges=yes",
+        "--property=PrivateTmp=yes",
+        PY,
+        "-I",
+        "-c",
+        GPG_STACK,
+        stdin=key,
+    )
+    lines = done.stdout.splitlines()
+    check(
+        "gpg under the keyhandler imports a key from its home",
+        any(line.startswith("/tmp/") and "imported: 1" in line for line in lines),
+        done.stdout + done.stderr,
+    )
+    check(
+        "gpg under the keyhandler cannot read the keyhandler's secret (stacked child)",
+        any(line.startswith("/etc/") and "Permission denied" in line for line in lines),
+        done.stdout + done.stderr,
+    )
+
+
+def daemons() -> None:
+    """The path-attached profiles, on the packages' default configuration (not DDMail's:
+    that is the full deployment's test): they attach, and the daemons answer."""
+    for command in (("/usr/sbin/nginx",), ("/usr/sbin/dovecot",), ("postfix", "start")):
+        started = run(*command)
+        check(f"{command[0]} started", started.returncode == 0, started.stderr)
+    try:
+        answer = run(
+            PY,
+            "-I",
+            "-c",
+            "import urllib.request as u; print(u.urlopen('http://127.0.0.1/', timeout=30).status)",
+        ).stdout.strip()
+        check("nginx answers under its profile", answer == "200", answer)
+        check(
+            "nginx runs as ddmail-nginx",
+            labels("/usr/sbin/nginx") == {"ddmail-nginx (enforce)"},
+            labels("/usr/sbin/nginx"),
+        )
+        imap = greeting(143)
+        check("Dovecot imap-login answers under its profile", imap.startswith("* OK"), imap)
+        check(
+            "imap-login runs as ddmail-dovecot-imap-login",
+            "ddmail-dovecot-imap-login (enforce)" in labels("/usr/lib/dovecot/imap-login"),
+            labels("/usr/lib/dovecot/imap-login"),
+        )
+        check(
+            "Dovecot auth runs as ddmail-dovecot-auth",
+            labels("/usr/lib/dovecot/auth") == {"ddmail-dovecot-auth (enforce)"},
+            labels("/usr/lib/dovecot/auth"),
+        )
+        smtp = greeting(25)
+        check("Postfix smtpd answers under its profile", smtp.startswith("220"), smtp)
+        check(
+            "smtpd runs as ddmail-postfix-smtpd",
+            "ddmail-postfix-smtpd (enforce)" in labels("/usr/lib/postfix/sbin/smtpd"),
+            labels("/usr/lib/postfix/sbin/smtpd"),
+        )
+    except Exception:
+        check("daemons", False, traceback.format_exc())
+
+
 def main() -> None:
     loaded = Path("/sys/kernel/security/apparmor/profiles")
     text = loaded.read_text() if loaded.exists() else ""
@@ -640,6 +751,8 @@ def main() -> None:
         layout()
         services()
         probes()
+        gpg_stacked()
+        daemons()
     except Exception:
         check("check script", False, traceback.format_exc())
     time.sleep(1)
