@@ -284,3 +284,16 @@ def test_keyhandler_and_web_deny_inet_explicitly() -> None:
             name == "ddmail-keyhandler" and (domain, kind) != ("inet", "stream")
         ):
             assert verdict["denied"], (name, domain, kind)
+
+
+def test_the_ansible_role_installs_every_profile_and_abstraction() -> None:
+    defaults = (REPO / "ansible" / "roles" / "apparmor" / "defaults" / "main.yml").read_text()
+
+    def listed(key: str) -> set[str]:
+        block = re.search(rf"^{key}:\n((?:  - .*\n)+)", defaults, re.M)
+        assert block, key
+        return set(re.findall(r"^  - (\S+)$", block.group(1), re.M))
+
+    assert listed("ddmail_apparmor_profiles") == {p.name for p in PROFILES}
+    abstractions = {p.name for p in (PROFILE_DIR / "abstractions").iterdir()}
+    assert listed("ddmail_apparmor_abstractions") == abstractions
