@@ -7,7 +7,7 @@ Builds (and caches) a Debian 12 rootfs with mmdebstrap, installs this checkout i
 /opt/ddmail/venv from a wheel (dependencies from the package registry, pinned by the wheel),
 copies the profiles to /etc/apparmor.d, boots it with a one-shot unit that runs
 apparmor_vm_check.py and powers off, and reads /ci/result.json back with debugfs. Needs root,
-mmdebstrap, qemu-system-x86 and e2fsprogs. About 3 minutes with a cached rootfs on 2 cores.
+mmdebstrap, qemu-system-x86 and e2fsprogs. 5-8 minutes on 2 shared cores (the rootfs is cached).
 """
 
 from __future__ import annotations
