@@ -153,3 +153,22 @@ def test_milter_unit_runs_the_milter_and_gives_its_socket_to_postfix_only(tmp_pa
     assert "RuntimeDirectory=ddmail-milter" in service
     assert "ExecStartPre=+/bin/chgrp postfix /run/ddmail-milter" in service
     assert "CapabilityBoundingSet=\n" in service and "NoNewPrivileges=yes" in service
+
+
+@pytest.mark.parametrize(
+    ("service", "group"),
+    [
+        ("ddmail-web.service", "root"),  # ddmail_nginx_group (www-data in production)
+        ("ddmail-backend.service", "ddmail"),
+        ("ddmail-keyhandler.service", "root"),  # ddmail_backend_user
+    ],
+)
+def test_each_socket_directory_hands_its_group_to_the_socket(
+    tmp_path: Path, service: str, group: str
+) -> None:
+    """gunicorn creates its socket 0660 with the process's own group; only a setgid directory
+    gives it the group of the one client that must connect."""
+    text = (_render(tmp_path) / service).read_text()
+    directory = "/run/" + service.removesuffix(".service")
+    assert f"ExecStartPre=+/bin/chgrp {group} {directory}\n" in text
+    assert f"ExecStartPre=+/bin/chmod 2750 {directory}\n" in text
