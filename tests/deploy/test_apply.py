@@ -159,3 +159,55 @@ def test_the_backup_key_is_the_operators_public_key(applied_rootfs: AppliedRootf
 def test_no_daemon_was_left_running(applied_rootfs: AppliedRootfs) -> None:
     """The database started for the build was stopped: the image boots from a clean state."""
     assert not (applied_rootfs.root / "run/postgresql/15-main.pid").exists()
+
+
+SECRET_READERS = {
+    "web.key": {"ddmail-web", "ddmail-backend"},
+    "admin.key": {"ddmail-admin", "ddmail-backend"},
+    "backend.key": {"ddmail-backend", "ddmail-keyhandler"},
+    "dovecot.key": {"ddmail-keyhandler", "ddmail-auth"},
+    "audit.key": {"ddmail-web", "ddmail-admin"},
+    "master.keys": {"ddmail-web", "ddmail-admin"},
+}
+USERS = (
+    "ddmail-web",
+    "ddmail-backend",
+    "ddmail-keyhandler",
+    "ddmail-pgpstage",
+    "ddmail-milter",
+    "ddmail-auth",
+    "ddmail-admin",
+    "vmail",
+    "postfix",
+    "www-data",
+    "postgres",
+)
+
+
+def test_each_secret_is_readable_by_exactly_its_two_processes(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    """Tried for real, as each account, with the groups the accounts really have."""
+    script = "; ".join(
+        f"for u in {' '.join(USERS)}; do runuser -u $u -- test -r /etc/ddmail/secrets/{name} "
+        f"&& echo {name} $u; done"
+        for name in SECRET_READERS
+    )
+    script += "; true"  # the last `test -r` of the loop may fail
+    found = ok(in_chroot(applied_rootfs.root, "sh", "-c", script))
+    readers: dict[str, set[str]] = {name: set() for name in SECRET_READERS}
+    for line in found.splitlines():
+        name, user = line.split()
+        readers[name].add(user)
+    assert readers == SECRET_READERS
+
+
+def test_every_ddmail_account_reads_the_config_and_nobody_else(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    script = (
+        f"for u in {' '.join(USERS)}; do runuser -u $u -- test -r /etc/ddmail/ddmail.toml "
+        "&& echo $u; done; true"
+    )
+    found = set(ok(in_chroot(applied_rootfs.root, "sh", "-c", script)).split())
+    assert found == {u for u in USERS if u.startswith("ddmail-")}
