@@ -211,3 +211,41 @@ def test_every_ddmail_account_reads_the_config_and_nobody_else(
     )
     found = set(ok(in_chroot(applied_rootfs.root, "sh", "-c", script)).split())
     assert found == {u for u in USERS if u.startswith("ddmail-")}
+
+
+def test_peer_authentication_maps_each_account_to_its_role(applied_rootfs: AppliedRootfs) -> None:
+    """With the database running (only for this test, inside its own PID namespace): each
+    DDMail account logs in as its own role, the mail daemons' accounts as ddmail_mailread, and
+    an account the map does not name is refused."""
+    script = """
+pg_ctlcluster 15 main start
+try() { runuser -u "$1" -- psql -XAtq -d ddmail -U "$2" -c 'SELECT current_user' 2>/dev/null \
+  || echo "refused $1 $2"; }
+try ddmail-web ddmail-web
+try ddmail-keyhandler ddmail-keyhandler
+try postfix ddmail_mailread
+try ddmail-auth ddmail_mailread
+try ddmail-milter ddmail_mailread
+try ddmail-web ddmail-backend
+try www-data ddmail_mailread
+try postfix ddmail-backend
+psql_port=$(runuser -u postgres -- psql -XAtq -c 'SHOW port'); echo "port $psql_port"
+runuser -u postgres -- psql -XAtq -c 'SHOW listen_addresses' | sed 's/^/listen /'
+runuser -u postgres -- psql -XAtq -d ddmail -c \
+  "SELECT 'views ' || count(*) FROM pg_views WHERE viewname LIKE 'mail\\_%'"
+pg_ctlcluster 15 main stop
+"""
+    found = ok(in_chroot(applied_rootfs.root, "sh", "-ec", script)).splitlines()
+    assert found == [
+        "ddmail-web",
+        "ddmail-keyhandler",
+        "ddmail_mailread",
+        "ddmail_mailread",
+        "ddmail_mailread",
+        "refused ddmail-web ddmail-backend",
+        "refused www-data ddmail_mailread",
+        "refused postfix ddmail-backend",
+        "port 5432",
+        "listen ",
+        "views 6",  # migrated: the six mail_* views exist
+    ]
