@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from ddmail_admin import dbadmin
 from ddmail_common.migrate import MAIL_VIEWS
-from tests.stackrun import VENV_BIN, postgres_url
-from tests.unit.test_sqlite_warning import write_config
+from tests.stackrun import postgres_url
 
 pytestmark = pytest.mark.postgres
 
@@ -171,35 +168,6 @@ def test_backend_and_keyhandler_stay_apart(migrated: tuple[str, str]) -> None:
     assert not allowed(url, backend, "SELECT * FROM web_users")
     assert allowed(url, keyhandler, "SELECT * FROM keyhandler_recovery_keys")
     assert not allowed(url, keyhandler, "SELECT * FROM backend_mailboxes")
-
-
-def test_root_reads_the_config_then_migrates_as_the_postgres_superuser(tmp_path: Path) -> None:
-    """The production command: a URL without user, run by root (who alone reads the config),
-    connected over the unix socket as OS user postgres."""
-    if os.geteuid() != 0 or subprocess.run(
-        ["runuser", "-u", "postgres", "--", sys.executable, "-c", "import ctypes"],
-        capture_output=True, check=False,
-    ).returncode:  # fmt: skip
-        pytest.skip("needs root and an interpreter OS user postgres may run (as /opt/ddmail's)")
-    url = postgres_url()
-    if url is None:
-        pytest.skip("needs DDMAIL_TEST_DB=postgresql")
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    name = make_url(url).database
-    config = write_config(tmp_path, f"postgresql+psycopg:///{name}?host=/var/run/postgresql")
-    config.chmod(0o600)  # postgres could not read it
-    try:
-        ran = subprocess.run(
-            [str(VENV_BIN / "ddmail"), "admin", "db", "migrate", "--config", str(config),
-             "--role-prefix", prefix],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert ran.returncode == 0, ran.stderr
-        assert "owners and grants applied" in ran.stdout
-        assert owner(url, "backend_domains") == prefix + "ddmail-backend"
-        assert allowed(url, prefix + "ddmail_mailread", "SELECT * FROM mail_domains")
-    finally:
-        drop(url, prefix)
 
 
 def test_only_root_with_a_userless_url_becomes_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
