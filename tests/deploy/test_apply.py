@@ -34,7 +34,7 @@ LAYOUT = {
     "/etc/ddmail/secrets/dovecot.key": ("ddmail-keyhandler", "ddmail-auth", "640"),
     "/etc/ddmail/secrets/audit.key": ("ddmail-web", "ddmail-admin", "640"),
     "/etc/ddmail/secrets/master.keys": ("ddmail-web", "ddmail-admin", "640"),
-    "/var/lib/ddmail/mail": ("vmail", "vmail", "700"),
+    "/var/lib/ddmail/mail": ("vmail", "vmail", "2770"),
     "/var/lib/ddmail/backups": ("root", "root", "700"),
     "/etc/ssl/ddmail/mail.key": ("root", "root", "600"),
     "/opt/ddmail/venv/bin/python": ("root", "root", "777"),  # a symlink
@@ -200,6 +200,18 @@ def test_each_secret_is_readable_by_exactly_its_two_processes(
         name, user = line.split()
         readers[name].add(user)
     assert readers == SECRET_READERS
+
+
+def test_only_dovecot_and_the_backend_may_enter_the_maildirs(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    """The backend sizes and erases maildirs (group vmail); the panel and the rest may not."""
+    script = (
+        f"for u in {' '.join(USERS)}; do runuser -u $u -- test -w /var/lib/ddmail/mail "
+        "&& echo $u; done; true"
+    )
+    found = set(ok(in_chroot(applied_rootfs.root, "sh", "-c", script)).split())
+    assert found == {"vmail", "ddmail-backend"}
 
 
 def test_every_ddmail_account_reads_the_config_and_nobody_else(
