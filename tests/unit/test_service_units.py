@@ -24,7 +24,13 @@ SERVICES = (
     "ddmail-periodic.service",
     "ddmail-backup.service",
 )
-UNITS = (*SERVICES, "ddmail-periodic.timer", "ddmail-backup.timer")
+UNITS = (
+    *SERVICES,
+    "ddmail-periodic.timer",
+    "ddmail-backup.timer",
+    "ddmail-postfix-reload.path",
+    "ddmail-postfix-reload.service",
+)
 # Processes that need no network beyond loopback (the backend asks DNS; the backup is root).
 NO_NETWORK = (
     "ddmail-web.service",
@@ -63,6 +69,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
         "ddmail_periodic_schedule": "*:0/5",
         "ddmail_backup_schedule": "*-*-* 03:15:00",
+        "ddmail_postfix_reload_flag": "/run/ddmail-backend/postfix-reload",
         **overrides,
     }
     assert set(variables) == _defaults(), "every unit template variable must have a default"
@@ -172,3 +179,22 @@ def test_each_socket_directory_hands_its_group_to_the_socket(
     directory = "/run/" + service.removesuffix(".service")
     assert f"ExecStartPre=+/bin/chgrp {group} {directory}\n" in text
     assert f"ExecStartPre=+/bin/chmod 2750 {directory}\n" in text
+
+
+def test_the_backend_asks_for_a_postfix_reload_through_the_flag_root_watches(
+    tmp_path: Path,
+) -> None:
+    """The backend is unprivileged: after a domain change it touches the flag, and the path
+    unit (root) reloads Postfix; a domain Postfix has not reloaded for would get 554."""
+    units = _render(tmp_path)
+    path_unit = (units / "ddmail-postfix-reload.path").read_text()
+    flag = re.search(r"^PathChanged=(.+)$", path_unit, flags=re.MULTILINE)
+    assert flag and flag.group(1) == "/run/ddmail-backend/postfix-reload"
+    assert (
+        "ExecStart=/usr/sbin/postfix reload"
+        in (units / "ddmail-postfix-reload.service").read_text()
+    )
+    config = (ROLE / "templates" / "ddmail.toml.j2").read_text()
+    assert (
+        "postfix_reload = {{ ['/usr/bin/touch', ddmail_postfix_reload_flag] | to_json }}" in config
+    )
