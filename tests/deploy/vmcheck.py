@@ -1,0 +1,605 @@
+"""The checks run INSIDE the booted deployment VM by `ddmail-ci.service`, with the system's
+/usr/bin/python3 (standard library only: the deployment's virtualenv is what is under test).
+
+Usage: vmcheck.py CONFIG.json RESULT.json. Every check appends {name, ok, detail} to RESULT,
+which is rewritten after each check, so a run that hangs or crashes still reports how far it
+got. The host's test (tests/deploy/test_vm.py) reads RESULT back from the powered-off image.
+
+Order: the boot settles; units and their state; the smoke test over the VM's own loopback
+(register, fund, log in, add a mailbox, deliver on 25, read over IMAPS, submit on 587 to a
+sink, the stored file is ciphertext); AppArmor confinement of the live processes; no AppArmor
+denial so far; negative probes (marked by their PIDs); backup, wipe, restore, read again."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import imaplib
+import json
+import os
+import re
+import shutil
+import smtplib
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # /ci/tests/ ships next to us
+
+from tests.httpsbrowser import HttpsBrowser  # noqa: E402
+from tests.panelforms import Registered, codes  # noqa: E402
+
+VENV_BIN = Path("/opt/ddmail/venv/bin")
+DDMAIL_UNITS = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.timer",
+    "ddmail-backup.timer",
+)
+# Started by the deployment; stopped and started again around the restore.
+STATE_SERVICES = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "postfix.service",
+    "dovecot.service",
+)
+DAEMON_UNITS = ("postfix.service", "dovecot.service", "nginx.service")
+# AppArmor labels of the DDMail processes (attached by the units' AppArmorProfile=).
+DDMAIL_PROFILES = ("ddmail-web", "ddmail-backend", "ddmail-keyhandler", "ddmail-pgpstage")
+DDMAIL_PROFILES += ("ddmail-milter",)
+# Executables of the confined daemons (path-attached profiles, Debian's or ours).
+CONFINED_EXES = (
+    "/usr/sbin/nginx",
+    "/usr/lib/postfix/sbin/smtpd",
+    "/usr/lib/dovecot/auth",
+    "/usr/lib/dovecot/imap-login",
+)
+SINK_ADDR = ("127.0.0.2", 2525)
+SINK_DOMAIN = "sink.test"
+# A connection to this documentation address must fail; only the errno tells who refused.
+OUTSIDE = ("192.0.2.1", 25)
+DENIED = 'apparmor="DENIED"'
+
+
+class Report:
+    """The result file, rewritten after every check."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"checks": [], "finished": False, "started": time.time()}
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+        os.sync()
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.data["checks"].append({"name": name, "ok": ok, "detail": detail[-6000:]})
+        self.data["seconds"] = round(time.time() - self.data["started"], 1)
+        self.write()
+        print(f"[vmcheck] {'PASS' if ok else 'FAIL'} {name}: {detail[:300]}", flush=True)
+        return ok
+
+    def check(self, name: str, fn: Callable[[], str]) -> bool:
+        """Run FN; it returns a detail string or raises (AssertionError = a failed check)."""
+        try:
+            return self.add(name, True, fn())
+        except Exception as exc:  # every failure is reported, none stops the report
+            return self.add(name, False, f"{exc!r}\n{traceback.format_exc()}")
+
+
+def run(*argv: str, check: bool = True, timeout: int = 300, **kw: Any) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def wait_until(what: str, fn: Callable[[], Any], timeout: float = 120, every: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as exc:  # keep trying until the deadline, report the last error
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+# --- boot and units ---------------------------------------------------------------------
+
+
+def boot_settled() -> str:
+    """Every boot job done but ours (`is-system-running --wait` would wait for us too)."""
+
+    def only_us() -> bool:
+        jobs = run("systemctl", "list-jobs", "--no-legend", "--plain", check=False)
+        return all("ddmail-ci.service" in line for line in jobs.splitlines() if line.strip())
+
+    wait_until("the boot jobs", only_us, timeout=240)
+    return run("systemctl", "is-system-running", check=False).strip()
+
+
+def no_failed_unit() -> str:
+    failed = run("systemctl", "--failed", "--plain", "--no-legend", check=False).strip()
+    if failed:
+        names = [line.split()[0] for line in failed.splitlines()]
+        status = run("systemctl", "status", "--no-pager", "-n", "30", *names, check=False)
+        raise AssertionError(f"failed units:\n{failed}\n{status}")
+    return "none"
+
+
+def units_active() -> str:
+    states = {u: run("systemctl", "is-active", u, check=False).strip() for u in DDMAIL_UNITS}
+    states |= {u: run("systemctl", "is-active", u, check=False).strip() for u in DAEMON_UNITS}
+    bad = {u: s for u, s in states.items() if s != "active"}
+    assert not bad, f"not active: {bad}"
+    return json.dumps(states)
+
+
+# --- the smoke test ---------------------------------------------------------------------
+
+
+class Sink(socketserver.ThreadingTCPServer):
+    """The 'outside' mail server: a minimal SMTP receiver keeping what it is given."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        super().__init__(SINK_ADDR, SinkHandler)
+
+
+class SinkHandler(socketserver.StreamRequestHandler):
+    server: Sink
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self) -> None:
+        self.reply(f"220 {SINK_DOMAIN} ESMTP sink")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.reply(f"250 {SINK_DOMAIN}")
+            elif verb == b"DATA":
+                self.reply("354 go on")
+                body = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    body += chunk
+                self.server.messages.append(body)
+                self.reply("250 2.0.0 kept")
+            elif verb == b"QUIT":
+                self.reply("221 bye")
+                return
+            else:  # MAIL, RCPT, RSET, NOOP
+                self.reply("250 ok")
+
+
+class Smoke:
+    """One account's way through the deployment, as a person and a remote server see it."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.domain: str = cfg["global_domain"]
+        self.mail_host: str = cfg["mail_host"]
+        self.tls = ssl.create_default_context(cafile=cfg["ca_file"])
+        self.browser = HttpsBrowser(f"https://{cfg['panel_host']}", self.tls)
+        self.reg: Registered | None = None
+        self.address = ""
+        self.password = ""
+        self.marker = uuid.uuid4().hex
+        self.sink: Sink | None = None
+
+    def hosts(self) -> str:
+        """The VM has no DNS: its names point at its own loopback, as a test host's would."""
+        names = {self.cfg["panel_host"], self.mail_host}
+        line = "127.0.0.1 " + " ".join(sorted(names)) + "  # ddmail-ci\n"
+        with open("/etc/hosts", "a") as hosts:
+            hosts.write(line)
+        return line.strip()
+
+    def sink_transport(self) -> str:
+        """Mail for sink.test goes to our sink: a transport entry the operator could add too."""
+        self.sink = Sink()
+        threading.Thread(target=self.sink.serve_forever, daemon=True).start()
+        table = Path("/etc/postfix/ci-transport")
+        table.write_text(f"{SINK_DOMAIN} smtp:[{SINK_ADDR[0]}]:{SINK_ADDR[1]}\n")
+        existing = run("postconf", "-h", "transport_maps").strip()
+        maps = f"texthash:{table}" + (f", {existing}" if existing else "")
+        run("postconf", "-e", f"transport_maps = {maps}")
+        run("postfix", "reload")
+        return maps
+
+    def register(self) -> str:
+        page = self.browser.get("/register")
+        assert page.status == 200, page.status
+        self.reg = self.browser.register()
+        return f"account {self.reg.account}, key file {len(self.reg.keyfile)} bytes"
+
+    def fund(self) -> str:
+        """New accounts start unfunded on a production host; the operator makes this one
+        gratis and enables it, as documented."""
+        assert self.reg is not None
+        out = ""
+        for action in ("gratis", "enable"):
+            out += admin("account", action, self.reg.account)
+        return out.strip()
+
+    def login(self) -> str:
+        assert self.reg is not None
+        answer = self.browser.login(self.reg)
+        assert answer.status == 302, (answer.status, answer.text[-2000:])
+        return answer.headers.get("Location", "")
+
+    def add_mailbox(self) -> str:
+        local = "ci" + self.marker[:8]
+        made = self.browser.post(
+            "/settings/mailboxes", {"local_part": local, "domain": self.domain}
+        )
+        found = codes(made.text)
+        assert "mailbox-password" in found, (made.status, made.text[-3000:])
+        self.address, self.password = f"{local}@{self.domain}", found["mailbox-password"]
+        return self.address
+
+    def deliver(self) -> str:
+        msg = EmailMessage()
+        msg["From"], msg["To"] = "someone@example.org", self.address
+        msg["Subject"] = f"subject {self.marker}"
+        msg.set_content(f"body {self.marker}")
+        with smtplib.SMTP(self.mail_host, 25, timeout=60) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.send_message(msg)
+        return "accepted on 25"
+
+    def imap(self) -> imaplib.IMAP4_SSL:
+        return imaplib.IMAP4_SSL(self.mail_host, 993, ssl_context=self.tls, timeout=60)
+
+    def inbox(self) -> list[bytes]:
+        with contextlib.closing(self.imap()) as imap:
+            imap.login(self.address, self.password)
+            imap.select("INBOX")
+            _, data = imap.search(None, "ALL")
+            messages = []
+            for num in data[0].split():
+                _, parts = imap.fetch(num, "(RFC822)")
+                messages.append(bytes(parts[0][1]))  # type: ignore[index]
+            imap.logout()
+            return messages
+
+    def read_back(self) -> str:
+        wanted = f"body {self.marker}".encode()
+        found = wait_until("the mail over IMAPS", lambda: [m for m in self.inbox() if wanted in m])
+        return f"{len(found)} message(s) with the marker"
+
+    def stored_files(self) -> list[Path]:
+        local, _, domain = self.address.partition("@")
+        maildir = Path(self.cfg["mail_root"]) / domain / local / "Maildir"
+        return [p for sub in ("new", "cur") for p in (maildir / sub).glob("*") if p.is_file()]
+
+    def stored_encrypted(self) -> str:
+        files = self.stored_files()
+        assert files, "no stored message file"
+        for path in files:
+            data = path.read_bytes()
+            assert data.startswith(b"CRYPTED"), f"{path} is not mail_crypt ciphertext"
+            assert self.marker.encode() not in data, f"{path} holds the plaintext marker"
+        return f"{len(files)} file(s), all CRYPTED, no plaintext"
+
+    def submit(self) -> str:
+        assert self.sink is not None
+        msg = EmailMessage()
+        msg["From"], msg["To"] = self.address, f"friend@{SINK_DOMAIN}"
+        msg["Subject"] = f"out {self.marker}"
+        msg.set_content(f"outgoing {self.marker}")
+        with smtplib.SMTP(self.mail_host, 587, timeout=60) as smtp:
+            smtp.ehlo("laptop.example.org")
+            smtp.starttls(context=self.tls)
+            smtp.login(self.address, self.password)
+            smtp.send_message(msg)
+        sink = self.sink
+        wanted = f"outgoing {self.marker}".encode()
+        wait_until("the sink", lambda: any(wanted in m for m in sink.messages), timeout=120)
+        return "relayed to the sink"
+
+    @contextlib.contextmanager
+    def daemons_busy(self) -> Iterator[None]:
+        """Hold sessions open so the on-demand processes exist while AppArmor is inspected:
+        smtpd (a connection on 25), imap-login (an unauthenticated IMAPS session) and auth (a
+        logged-in one just made)."""
+        with contextlib.ExitStack() as stack:
+            smtp = stack.enter_context(smtplib.SMTP(self.mail_host, 25, timeout=60))
+            smtp.ehlo("client.example.org")
+            logged_in = stack.enter_context(contextlib.closing(self.imap()))
+            logged_in.login(self.address, self.password)
+            stack.enter_context(contextlib.closing(self.imap()))
+            yield
+
+
+def admin(*args: str) -> str:
+    """`ddmail admin ...` as the operator runs it: as ddmail-admin with the server's config."""
+    return run(
+        "setpriv",
+        "--reuid=ddmail-admin",
+        "--regid=ddmail-admin",
+        "--init-groups",
+        "--",
+        str(VENV_BIN / "ddmail"),
+        "admin",
+        *args,
+        "--config",
+        "/etc/ddmail/ddmail.toml",
+    )
+
+
+# --- AppArmor ---------------------------------------------------------------------------
+
+
+def aa_processes() -> list[dict[str, str]]:
+    """[{exe, profile, status, pid}] of every confined process, from `aa-status --json`."""
+    status = json.loads(run("aa-status", "--json"))
+    return [
+        {"exe": exe, **{k: str(v) for k, v in proc.items()}}
+        for exe, procs in status.get("processes", {}).items()
+        for proc in procs
+    ]
+
+
+def confinement() -> str:
+    procs = aa_processes()
+    missing = []
+    for profile in DDMAIL_PROFILES:
+        if not any(p["profile"] == profile and p["status"] == "enforce" for p in procs):
+            missing.append(f"profile {profile}")
+    for exe in CONFINED_EXES:
+        if not any(p["exe"] == exe and p["status"] == "enforce" for p in procs):
+            missing.append(f"exe {exe}")
+    listing = "\n".join(f"{p['exe']} {p['profile']} {p['status']}" for p in procs)
+    assert not missing, f"not confined in enforce mode: {missing}\n{listing}"
+    return listing
+
+
+def journal_cursor() -> str:
+    out = run("journalctl", "-n", "0", "--show-cursor", "--no-pager", check=False)
+    return out.strip().rpartition("cursor: ")[2]
+
+
+def denials(after: str = "") -> list[str]:
+    run("journalctl", "--sync", check=False)
+    argv = ["journalctl", "--no-pager", "-o", "short-precise", "-b"]
+    if after:
+        argv.append(f"--after-cursor={after}")
+    return [line for line in run(*argv, check=False).splitlines() if DENIED in line]
+
+
+PROBE = """
+import errno, json, os, socket, sys
+kind, target = sys.argv[1], sys.argv[2]
+try:
+    if kind == "connect":
+        host, port = target.rsplit(":", 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect((host, int(port)))
+    elif kind == "read":
+        if os.path.isdir(target):
+            os.listdir(target)
+        else:
+            open(target, "rb").read(1)
+    code = 0
+except OSError as exc:
+    code = exc.errno
+print(json.dumps({"pid": os.getpid(), "errno": code, "name": errno.errorcode.get(code, "")}))
+"""
+
+
+class Probes:
+    """Actions a profile must deny, each also run unconfined as the control; the PIDs mark
+    the denials they cause in the journal."""
+
+    def __init__(self) -> None:
+        self.pids: list[str] = []
+
+    def probe(self, user: str, profile: str | None, kind: str, target: str) -> dict[str, Any]:
+        confine = ["aa-exec", "-p", profile, "--"] if profile else []
+        out = run(
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={user}",
+            "--init-groups",
+            "--",
+            *confine,
+            "/usr/bin/python3",
+            "-c",
+            PROBE,
+            kind,
+            target,
+        )
+        answer: dict[str, Any] = json.loads(out)
+        if profile:
+            self.pids.append(str(answer["pid"]))
+        return answer
+
+    def denied(self, user: str, profile: str, kind: str, target: str) -> str:
+        """As USER (whom the file modes let through), PROFILE must refuse; unconfined, USER
+        gets through (or, for the network, fails for another reason than a denial)."""
+        control = self.probe(user, None, kind, target)
+        confined = self.probe(user, profile, kind, target)
+        assert confined["errno"] == errno.EACCES, f"{profile} allowed it: {confined}"
+        assert control["errno"] != errno.EACCES, f"the control was refused too: {control}"
+        pid = confined["pid"]
+        logged = wait_until(
+            "the denial in the journal",
+            lambda: [d for d in denials() if f"pid={pid} " in d and profile in d],
+            timeout=30,
+        )
+        return f"confined {confined}, control {control}\n{logged[0]}"
+
+    def marked(self, line: str) -> bool:
+        return any(f"pid={pid} " in line for pid in self.pids)
+
+
+# --- backup and restore -----------------------------------------------------------------
+
+
+def newest_backup(backup_dir: Path) -> Path:
+    found = sorted(backup_dir.glob("ddmail-*.tar.gpg"))
+    assert found, f"no backup in {backup_dir}"
+    return found[-1]
+
+
+def systemctl(action: str, *units: str) -> None:
+    run("systemctl", action, *units, timeout=300)
+
+
+def wipe_state(cfg: dict[str, Any]) -> str:
+    """What a lost machine loses: the database, the maildirs, the secrets."""
+    systemctl("stop", *STATE_SERVICES)
+    db = cfg["database_name"]
+    postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+    run(*postgres, "dropdb", "--if-exists", db, cwd="/")
+    run(*postgres, "createdb", db, cwd="/")
+    wiped = []
+    for directory in (Path(cfg["mail_root"]), Path(cfg["secrets_dir"])):
+        for child in directory.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        wiped.append(str(directory))
+    return f"database {db} dropped and recreated empty; emptied {wiped}"
+
+
+def restore(cfg: dict[str, Any], backup: Path) -> str:
+    """The operator's private key (made by the test harness on the host) in a throwaway
+    keyring, then `ddmail admin backup restore` as root, as the docs say."""
+    home = Path("/root/ci-gnupg")
+    home.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    run("gpg", "--batch", "--import", cfg["backup_secret_key"], env=env)
+    out = run(
+        str(VENV_BIN / "ddmail"),
+        "admin",
+        "backup",
+        "restore",
+        str(backup),
+        "--config",
+        "/etc/ddmail/ddmail.toml",
+        *cfg.get("restore_args", []),
+        env=env,
+        timeout=600,
+    )
+    systemctl("start", *STATE_SERVICES)
+    return out.strip()
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main(config_path: str, result_path: str) -> int:
+    cfg: dict[str, Any] = json.loads(Path(config_path).read_text())
+    report = Report(Path(result_path))
+    check = report.check
+    check("boot settled", boot_settled)
+    check("no failed unit", no_failed_unit)
+    check("DDMail units and daemons active", units_active)
+    smoke = Smoke(cfg)
+    check("test host names on loopback", smoke.hosts)
+    check("sink transport for sink.test", smoke.sink_transport)
+    start = journal_cursor()
+    smoke_ok = all(
+        check(name, step)
+        for name, step in (
+            ("panel: register over HTTPS with the key file", smoke.register),
+            ("operator: account made gratis and enabled", smoke.fund),
+            ("panel: log in with user, password and key file", smoke.login),
+            ("panel: add a mailbox", smoke.add_mailbox),
+            ("mail: delivered on port 25", smoke.deliver),
+            ("mail: read over IMAPS with the mailbox password", smoke.read_back),
+            ("mail: stored file is mail_crypt ciphertext", smoke.stored_encrypted),
+            ("mail: submission on 587 relays to the outside sink", smoke.submit),
+        )
+    )
+    if smoke_ok:
+
+        def confined_while_busy() -> str:
+            with smoke.daemons_busy():
+                return confinement()
+
+        check("AppArmor: DDMail processes and daemons in enforce mode", confined_while_busy)
+    else:
+        check("AppArmor: DDMail processes and daemons in enforce mode", confinement)
+    smoke_denials = denials(start)
+    report.add(
+        "journal: no AppArmor denial during the smoke test",
+        not smoke_denials,
+        "\n".join(smoke_denials) or "none",
+    )
+    probes = Probes()
+    maildir = str(Path(cfg["mail_root"]) / cfg["global_domain"])
+    for name, args in (
+        ("keyhandler: outbound socket", ("ddmail-keyhandler", "connect", "%s:%d" % OUTSIDE)),
+        ("panel: the backend's key", ("ddmail-keyhandler", "read", cfg["backend_key"])),
+        ("panel: a maildir", ("vmail", "read", maildir)),
+        ("keyhandler: a maildir", ("vmail", "read", maildir)),
+    ):
+        user, kind, target = args
+        profile = "ddmail-keyhandler" if name.startswith("keyhandler") else "ddmail-web"
+        check(
+            f"probe: {name} denied by {profile}", lambda: probes.denied(user, profile, kind, target)
+        )  # noqa: B023
+    stray = [line for line in denials() if not probes.marked(line)]
+    report.add(
+        "journal: every AppArmor denial of the boot is a marked probe's",
+        not stray,
+        "\n".join(stray) or f"none besides the probes {probes.pids}",
+    )
+    if smoke_ok:
+        backups = Path(cfg["backup_dir"])
+        before = set(backups.glob("ddmail-*.tar.gpg")) if backups.exists() else set()
+
+        def backup() -> str:
+            systemctl("start", "ddmail-backup.service")
+            made = newest_backup(backups)
+            assert made not in before, "the backup unit wrote no new file"
+            data = made.read_bytes()
+            assert (made.stat().st_mode & 0o777) == 0o600, oct(made.stat().st_mode)
+            assert smoke.marker.encode() not in data and smoke.password.encode() not in data
+            return f"{made.name}: {len(data)} bytes, 0600, no plaintext marker"
+
+        if check("backup: the nightly unit run now", backup):
+            made = newest_backup(backups)
+            if check("backup: state wiped", lambda: wipe_state(cfg)) and check(
+                "backup: restored", lambda: restore(cfg, made)
+            ):
+                check("backup: units active after the restore", units_active)
+                check("backup: the earlier mail read again with the same password", smoke.read_back)
+    report.data["finished"] = True
+    report.write()
+    return 0 if all(c["ok"] for c in report.data["checks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
