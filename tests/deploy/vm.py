@@ -131,9 +131,9 @@ def build_image(
         image = work / "rootfs.img"
         image.unlink(missing_ok=True)
         size_mb = _tree_bytes(copy) // 2**20 + 3072  # sparse: only what is written takes space
+        mke2fs = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "ddmail-ci", "-d", str(copy)]
         subprocess.run(
-            ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "ddmail-ci", "-d", str(copy), str(image)]
-            + [f"{size_mb}M"],
+            [*mke2fs, str(image), f"{size_mb}M"],
             check=True,
             capture_output=True,
         )
