@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tomllib
@@ -87,6 +88,16 @@ class MilterSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """Encrypted backups (section [backup], `ddmail admin backup ...`, DN 33)."""
+
+    dir: Path = Path("/var/lib/ddmail/backups")
+    public_key: Path | None = None  # the operator's OpenPGP public key (a file, ASCII armour)
+    keep: int = 7  # the newest this many are kept
+    paths: tuple[Path, ...] = ()  # more files or directories to include, e.g. the TLS key+cert
+
+
+@dataclass(frozen=True)
 class Config:
     db_url: str
     backend_socket: Path
@@ -107,6 +118,7 @@ class Config:
     public: PublicSettings = field(default_factory=PublicSettings)
     web: WebSettings = field(default_factory=WebSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
     source: Path = field(default=Path("-"))
 
     def secret(self, name: str) -> bytes:
@@ -224,6 +236,27 @@ def _operator_address(data: dict[str, Any], global_domain: str) -> str:
     return f"{local}@{domain}"
 
 
+def _absolute(value: Any, setting: str) -> Path:
+    if not isinstance(value, str) or not value.startswith("/") or set(value) & set("\r\n\0"):
+        raise ConfigError(f"{setting}: expected an absolute path, got {value!r}")
+    return Path(value)
+
+
+def parse_backup(data: dict[str, Any]) -> BackupSettings:
+    """Section [backup]: where encrypted backups go, to whose key, how many stay."""
+    key = _get(data, "backup.public_key", str, "")
+    keep = _get(data, "backup.keep", int, BackupSettings.keep)
+    if keep < 1:
+        raise ConfigError(f"backup.keep: expected at least 1 (backups kept), got {keep}")
+    paths = _get(data, "backup.paths", list, [])
+    return BackupSettings(
+        dir=_absolute(_get(data, "backup.dir", str, str(BackupSettings.dir)), "backup.dir"),
+        public_key=_absolute(key, "backup.public_key") if key else None,
+        keep=keep,
+        paths=tuple(_absolute(p, "backup.paths") for p in paths),
+    )
+
+
 def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     argon = Argon2Settings(
         memory_kib=_get(data, "keyhandler.argon2_memory_kib", int, Argon2Settings.memory_kib),
@@ -302,6 +335,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
     return Config(
         web=web,
         milter=milter,
+        backup=parse_backup(data),
         public=parse_public(data, mail_hostname, web.global_domain),
         operator_address=_operator_address(data, web.global_domain),
         db_url=db_url,
@@ -340,3 +374,17 @@ def load(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
     return parse(data, path)
+
+
+SQLITE_TRIAL_WARNING = (
+    "database.url is SQLite: for trials and tests only (one writer at a time, no per-service "
+    "roles); production uses PostgreSQL, see docs/operations.md"
+)
+
+
+def load_service(path: Path | None = None) -> Config:
+    """A service's config at start: `load`, plus one warning when the database is SQLite."""
+    cfg = load(path)
+    if cfg.db_url.startswith("sqlite"):
+        logging.getLogger("ddmail.config").warning(SQLITE_TRIAL_WARNING)
+    return cfg

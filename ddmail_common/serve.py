@@ -55,7 +55,7 @@ def main_for(
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args()
     install_redaction()
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load_service(args.config)
     for bind in binds(cfg):
         if bind.startswith("unix:"):
             Path(bind[5:]).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ def start(description: str, name: str) -> config_mod.Config:
     args = parser.parse_args()
     install_redaction()
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {name}: %(message)s")
-    return config_mod.load(args.config)
+    return config_mod.load_service(args.config)
 
 
 def restrict_to_postfix(socket_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`ddmail`: run the local stack and the operator's admin commands."""
+"""`ddmail stack ...`: run the local stack (the `ddmail` console script, ddmail_admin.cli,
+hands this area here; `ddmail admin ...` is ddmail_admin's)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ import signal
 import sys
 import time
 
+from ddmail_admin import target as admin_target
 from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
-from ddmail_stack import admin_panel, admin_target
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.processes import python_script
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
-from ddmail_web.funds import FundsError
 
 LOCAL_ACCOUNT = "local"
 # The host name mail clients should use for the local stack (its certificate names it).
@@ -95,38 +95,6 @@ def cmd_add_mailbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_domain(args: argparse.Namespace) -> int:
-    client = admin_target.admin_client(admin_target.config(args))
-    if args.action == "list":
-        for d in client.call("GET", "/v1/domains/global")["domains"]:
-            print(f"{d['name']}\t{'enabled' if d['enabled'] else 'disabled'}")
-        return 0
-    if not args.name:
-        print("a domain name is required", file=sys.stderr)
-        return 2
-    if args.action == "add":
-        made = client.call("POST", "/v1/domains/global", {"name": args.name})
-    else:
-        made = client.call(
-            "POST",
-            "/v1/domains/global/enabled",
-            {"name": args.name, "enabled": args.action == "enable"},
-        )
-    print(f"{made['name']}\t{'enabled' if made['enabled'] else 'disabled'}")
-    return 0
-
-
-def cmd_rotate_master(args: argparse.Namespace) -> int:
-    from ddmail_web.keyrotation import rotate_master
-
-    new_id, count = rotate_master(admin_target.config(args))
-    print(
-        f"new master key {new_id}; {count} secrets re-wrapped. Remove the old key's line from "
-        "the key file once every panel process has restarted."
-    )
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddmail")
     top = p.add_subparsers(dest="area", required=True)
@@ -147,19 +115,6 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("address")
     add.set_defaults(func=cmd_add_mailbox)
 
-    admin = top.add_parser("admin", help="operator commands").add_subparsers(
-        dest="cmd", required=True
-    )
-    domain = admin.add_parser("domain", help="global domains")
-    domain.add_argument("action", choices=["add", "list", "disable", "enable"])
-    domain.add_argument("name", nargs="?")
-    admin_target.add_arguments(domain)
-    domain.set_defaults(func=cmd_domain)
-    keys = admin.add_parser("keys", help="the panel's master key")
-    keys.add_argument("action", choices=["rotate-master"])
-    admin_target.add_arguments(keys)
-    keys.set_defaults(func=cmd_rotate_master)
-    admin_panel.add_commands(admin)
     return p
 
 
@@ -173,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FundsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
 from ddmail_common.errors import ApiError
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
-from ddmail_stack import admin_target, config_file, mta
+from ddmail_stack import config_file, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for

@@ -28,7 +28,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     install_redaction()
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load_service(args.config)
     GunicornApp(
         create_app(cfg),
         {

@@ -224,7 +224,7 @@ def database_text(url: str) -> str:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         names = sa.inspect(conn).get_table_names()
-        queries = [sa.text(f'SELECT * FROM "{name}"') for name in names]  # noqa: S608 - own names
+        queries = [sa.text(f'SELECT * FROM "{name}"') for name in names]
         dump = [repr(list(conn.execute(q))) for q in queries]
     engine.dispose()
     return "\n".join(dump)

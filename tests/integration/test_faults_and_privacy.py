@@ -235,7 +235,7 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
             "keyhandler_idempotency",
             "backend_jobs",
         )
-        queries = [text("SELECT * FROM " + t) for t in tables]  # noqa: S608 - fixed names
+        queries = [text("SELECT * FROM " + t) for t in tables]
         dump = repr([list(conn.execute(q)) for q in queries])
     engine.dispose()
     logs = b"\n".join(p.read_bytes() for p in stack.log_dir.rglob("*") if p.is_file())

@@ -109,7 +109,7 @@ def test_a_modified_field_breaks_the_chain_at_that_entry(
     db: Database, column: str, value: object, seq: int
 ) -> None:
     _fill(db)
-    statement = f"UPDATE web_audit SET {column} = :v WHERE account = 'alice' AND seq = :s"  # noqa: S608
+    statement = f"UPDATE web_audit SET {column} = :v WHERE account = 'alice' AND seq = :s"
     _sql(db, statement, v=value, s=seq)
     with db.session() as s:
         assert verify(s, "alice") == seq

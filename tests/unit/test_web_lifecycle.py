@@ -37,7 +37,7 @@ def _snapshot(svc: Services) -> dict[str, list[str]]:
     try:
         with engine.connect() as conn:
             for table in inspect(conn).get_table_names():
-                rows = conn.execute(text(f'SELECT * FROM "{table}"')).mappings()  # noqa: S608
+                rows = conn.execute(text(f'SELECT * FROM "{table}"')).mappings()
                 found[table] = sorted(
                     repr(sorted((k, v) for k, v in row.items() if k != "last_seen")) for row in rows
                 )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
-from ddmail_stack import admin_target
 from ddmail_web import audit, funds, periodic
 from ddmail_web.models import Account
 from ddmail_web.state import panel_database

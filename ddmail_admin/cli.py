@@ -1,0 +1,97 @@
+"""`ddmail`: the operator's commands (`ddmail admin ...`, this package) and the local stack
+(`ddmail stack ...`, the development package ddmail_stack, imported only for that area)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ddmail_admin import backup_cli, dbadmin, panel
+from ddmail_admin import target as admin_target
+from ddmail_common.config import ConfigError
+from ddmail_common.errors import ApiError
+from ddmail_web.funds import FundsError
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    client = admin_target.admin_client(admin_target.config(args))
+    if args.action == "list":
+        for d in client.call("GET", "/v1/domains/global")["domains"]:
+            print(f"{d['name']}\t{'enabled' if d['enabled'] else 'disabled'}")
+        return 0
+    if not args.name:
+        print("a domain name is required", file=sys.stderr)
+        return 2
+    if args.action == "add":
+        made = client.call("POST", "/v1/domains/global", {"name": args.name})
+    else:
+        made = client.call(
+            "POST",
+            "/v1/domains/global/enabled",
+            {"name": args.name, "enabled": args.action == "enable"},
+        )
+    print(f"{made['name']}\t{'enabled' if made['enabled'] else 'disabled'}")
+    return 0
+
+
+def cmd_rotate_master(args: argparse.Namespace) -> int:
+    from ddmail_web.keyrotation import rotate_master
+
+    new_id, count = rotate_master(admin_target.config(args))
+    print(
+        f"new master key {new_id}; {count} secrets re-wrapped. Remove the old key's line from "
+        "the key file once every panel process has restarted."
+    )
+    return 0
+
+
+def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    admin = top.add_parser("admin", help="operator commands").add_subparsers(
+        dest="cmd", required=True
+    )
+    domain = admin.add_parser("domain", help="global domains")
+    domain.add_argument("action", choices=["add", "list", "disable", "enable"])
+    domain.add_argument("name", nargs="?")
+    admin_target.add_arguments(domain)
+    domain.set_defaults(func=cmd_domain)
+    keys = admin.add_parser("keys", help="the panel's master key")
+    keys.add_argument("action", choices=["rotate-master"])
+    admin_target.add_arguments(keys)
+    keys.set_defaults(func=cmd_rotate_master)
+    panel.add_commands(admin)
+    dbadmin.add_commands(admin)
+    backup_cli.add_commands(admin)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddmail")
+    top = p.add_subparsers(dest="area", required=True)
+    # Listed for --help only: main() hands `ddmail stack ...` to ddmail_stack before parsing.
+    top.add_parser("stack", help="the local stack (development and trials)", add_help=False)
+    add_admin_commands(top)
+    return p
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    try:
+        return int(args.func(args))
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except (FundsError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, FundsError) else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stack"]:
+        # The local stack is development code: only this area loads it.
+        from ddmail_stack.cli import main as stack_main
+
+        return stack_main(argv)
+    return run_admin(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
