@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,16 +51,21 @@ DDMAIL_UNITS = (
     "ddmail-periodic.timer",
     "ddmail-backup.timer",
 )
-# Started by the deployment; stopped and started again around the restore.
-STATE_SERVICES = (
+# What docs/operations.md "Restoring" stops first and starts again afterwards.
+RESTORE_STOPS = (
+    "ddmail-backup.timer",
+    "ddmail-periodic.timer",
+    "postfix.service",
+    "dovecot.service",
+    "nginx.service",
     "ddmail-web.service",
     "ddmail-backend.service",
     "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
     "ddmail-milter.service",
-    "postfix.service",
-    "dovecot.service",
 )
+CONFIG = "/etc/ddmail/ddmail.toml"
+AS_POSTGRES = ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--")
 DAEMON_UNITS = ("postfix.service", "dovecot.service", "nginx.service")
 # AppArmor labels of the DDMail processes (attached by the units' AppArmorProfile=).
 DDMAIL_PROFILES = (
@@ -360,7 +366,7 @@ def admin(*args: str) -> str:
         "admin",
         *args,
         "--config",
-        "/etc/ddmail/ddmail.toml",
+        CONFIG,
     )
 
 
@@ -514,42 +520,39 @@ def systemctl(action: str, *units: str) -> None:
 
 
 def wipe_state(cfg: dict[str, Any]) -> str:
-    """What a lost machine loses: the database, the maildirs, the secrets."""
-    systemctl("stop", *STATE_SERVICES)
+    """What a lost machine loses, i.e. everything a backup holds: the database (dropped and
+    made again empty, as on a new host), the maildirs, the secrets and the TLS key and
+    certificate (`[backup] paths`)."""
+    systemctl("stop", *RESTORE_STOPS)
     db = cfg["database_name"]
-    postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    run(*postgres, "dropdb", "--if-exists", db, cwd="/")
-    run(*postgres, "createdb", db, cwd="/")
-    wiped = []
-    for directory in (Path(cfg["mail_root"]), Path(cfg["secrets_dir"])):
-        for child in directory.iterdir():
+    run(*AS_POSTGRES, "dropdb", "--if-exists", db, cwd="/")
+    run(*AS_POSTGRES, "createdb", db, cwd="/")
+    with open(CONFIG, "rb") as config:
+        extra = [Path(p) for p in tomllib.load(config).get("backup", {}).get("paths", [])]
+    for path in (Path(cfg["mail_root"]), Path(cfg["secrets_dir"]), *extra):
+        children = list(path.iterdir()) if path.is_dir() else [path]
+        for child in children:
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
-                child.unlink()
-        wiped.append(str(directory))
-    return f"database {db} dropped and recreated empty; emptied {wiped}"
+                child.unlink(missing_ok=True)
+    return f"database {db} dropped and made again; emptied {cfg['mail_root']}, " + ", ".join(
+        [cfg["secrets_dir"], *map(str, extra)]
+    )
 
 
 def restore(cfg: dict[str, Any], backup: Path) -> str:
-    """The operator's private key (made by the test harness on the host) in a throwaway
-    keyring, then `ddmail admin backup restore` as root, as the docs say."""
+    """As docs/operations.md says: the operator's secret key (made by the test harness on the
+    host) in a gpg home given with --homedir, `ddmail admin backup restore` as root, then
+    `ddmail admin db migrate` as postgres, then everything started again."""
     home = Path("/root/ci-gnupg")
     home.mkdir(mode=0o700, exist_ok=True)
     run("gpg", "--batch", "--homedir", str(home), "--import", cfg["backup_secret_key"])
-    out = run(
-        str(VENV_BIN / "ddmail"),
-        "admin",
-        "backup",
-        "restore",
-        str(backup),
-        "--homedir",
-        str(home),
-        "--config",
-        "/etc/ddmail/ddmail.toml",
-        timeout=600,
-    )
-    systemctl("start", *STATE_SERVICES)
+    ddmail = str(VENV_BIN / "ddmail")
+    argv = [ddmail, "admin", "backup", "restore", str(backup), "--homedir", str(home)]
+    out = run(*argv, "--config", CONFIG, timeout=600)
+    out += run(*AS_POSTGRES, ddmail, "admin", "db", "migrate", "--config", CONFIG, cwd="/")
+    systemctl("start", *RESTORE_STOPS)
     return out.strip()
 
 
