@@ -53,7 +53,8 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
 def summary(run: VmRun) -> str:
     lines = [f"VM: {run.seconds:.0f} s, timed out: {run.timed_out}"]
     for check in (run.result or {}).get("checks", []):
-        lines.append(f"{'PASS' if check['ok'] else 'FAIL'}  {check['name']}")
+        mark = "PASS" if check["ok"] else "FAIL"
+        lines.append(f"{mark} {check.get('t', 0):6.0f}s  {check['name']}")
         if not check["ok"]:
             lines.extend("      " + line for line in check["detail"].splitlines()[-40:])
     return "\n".join(lines)

@@ -105,8 +105,9 @@ class Report:
         os.sync()
 
     def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.data["checks"].append({"name": name, "ok": ok, "detail": detail[-6000:]})
         self.data["seconds"] = round(time.time() - self.data["started"], 1)
+        check = {"name": name, "ok": ok, "detail": detail[-6000:], "t": self.data["seconds"]}
+        self.data["checks"].append(check)
         self.write()
         print(f"[vmcheck] {'PASS' if ok else 'FAIL'} {name}: {detail[:300]}", flush=True)
         return ok
@@ -608,7 +609,9 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
         "\n".join(smoke_denials) or "none",
     )
     probes = Probes()
-    maildir = str(Path(cfg["mail_root"]) / cfg["global_domain"])
+    # The new mailbox's maildir once mail arrived; the mail root itself otherwise.
+    stored = smoke.stored_files() if smoke.address else []
+    maildir = str(stored[0].parent.parent if stored else Path(cfg["mail_root"]))
     keyhandler = ("ddmail-keyhandler", "ddmail-keyhandler")
     for what, user, profile, kind, target in (
         ("an outbound UDP socket", *keyhandler, "udp", f"{OUTSIDE}:53"),
