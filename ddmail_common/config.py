@@ -388,3 +388,25 @@ def load_service(path: Path | None = None) -> Config:
     if cfg.db_url.startswith("sqlite"):
         logging.getLogger("ddmail.config").warning(SQLITE_TRIAL_WARNING)
     return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ddmail_common.config FILE`: exit 0 if FILE is a valid config, else print the
+    reason and exit 1 (Ansible's `validate:` of /etc/ddmail/ddmail.toml). Secret files are not
+    read: they are checked by each service at start, as the user that may read them."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ddmail_common.config FILE", file=sys.stderr)
+        return 2
+    try:
+        load(Path(args[0]))
+    except ConfigError as exc:
+        print(f"invalid config: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
