@@ -6,10 +6,12 @@ a file read out of the powered-off disk image."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.vm import VmRun, boot
 
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.deploy
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
+REPO = TESTS.parent
 # The deployment layout (docs/architecture.md, the issue 9 contract): fixed paths, not settings.
 LAYOUT = {
     "ca_file": "/etc/ssl/ddmail/ca.pem",
@@ -60,17 +63,35 @@ def summary(run: VmRun) -> str:
     return "\n".join(lines)
 
 
+def backup_secret_key(test_host_vars: Path) -> bytes:
+    """The operator's secret key for the restore: the throwaway key pair whose public half the
+    playbook got (tests/deploy/conftest.py keeps its gpg home next to the variables file)."""
+    home = test_host_vars.parent / "gnupg"
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
+    secret = subprocess.run(
+        [*gpg, "--passphrase-fd", "0", "--armor", "--export-secret-keys"],
+        input=b"",
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert b"BEGIN PGP PRIVATE KEY BLOCK" in secret, f"no secret key in {home}"
+    return secret
+
+
+def host_vars(test_host_vars: Path) -> dict[str, Any]:
+    """The example inventory's variables with the test host's overrides, as Ansible saw them."""
+    example = REPO / "ansible" / "inventories" / "example" / "group_vars" / "all.yml"
+    merged: dict[str, Any] = yaml.safe_load(example.read_text())
+    merged.update(json.loads(test_host_vars.read_text()))
+    return merged
+
+
 @pytest.fixture(scope="session")
-def vm_run(
-    applied_rootfs: Any, deploy_vars: dict[str, Any], backup_key: Any, tmp_path_factory: Any
-) -> VmRun:
+def vm_run(applied_rootfs: Any, test_host_vars: Path, tmp_path_factory: Any) -> VmRun:
     work = Path(tmp_path_factory.mktemp("vm", numbered=True))
-    return boot(
-        Path(applied_rootfs.path),
-        work,
-        vm_files(deploy_vars, backup_key.secret),
-        timeout_s=BOOT_TIMEOUT_S,
-    )
+    files = vm_files(host_vars(test_host_vars), backup_secret_key(test_host_vars))
+    return boot(Path(applied_rootfs.root), work, files, timeout_s=BOOT_TIMEOUT_S)
 
 
 def test_the_deployment_boots_and_passes_every_check_inside(vm_run: VmRun) -> None:
@@ -81,7 +102,8 @@ def test_the_deployment_boots_and_passes_every_check_inside(vm_run: VmRun) -> No
     )
     failed = [c["name"] for c in vm_run.result["checks"] if not c["ok"]]
     assert vm_run.result["finished"] and not failed, (
-        f"{report}\n--- journal/console tail ---\n{vm_run.diagnostics()}"
+        f"{report}\n--- inside the VM at the end ---\n{vm_run.result.get('diagnostics', '')}"
+        f"\n--- journal/console tail ---\n{vm_run.diagnostics()}"
     )
     assert not vm_run.timed_out
     assert vm_run.seconds < BOOT_TIMEOUT_S
