@@ -39,7 +39,9 @@ INCLUDE = (
 )
 # Ansible's apt cache check treats an empty list directory as fresh: keep the lists.
 MMDEBSTRAP_OPTIONS = ("--variant=apt", "--skip=cleanup/apt/lists")
-# apt's downloaded .deb files survive between runs here (bind-mounted into the chroot).
+# apt's downloaded .deb files survive between runs here. They are hard-linked into the chroot
+# before an apply and back after it, never bind-mounted: apt locks its archive directory, and
+# several applies (other checkouts, the VM tests) may run at once.
 APT_ARCHIVES = CACHE / "apt-archives"
 BUILD_RUN = "/run/ddmail-build"
 BUILD_CA = BUILD_RUN + "/ca.crt"
@@ -143,11 +145,24 @@ def in_chroot(root: Path, *argv: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
+def _link_debs(source: Path, target: Path) -> None:
+    """Hard-link (or copy) every .deb of SOURCE that TARGET lacks into TARGET."""
+    target.mkdir(parents=True, exist_ok=True)
+    for deb in source.glob("*.deb"):
+        dest = target / deb.name
+        if dest.exists():
+            continue
+        partial = target / f".{deb.name}.{os.getpid()}"
+        try:
+            os.link(deb, partial)
+        except OSError:
+            shutil.copy2(deb, partial)
+        partial.rename(dest)  # atomic: a concurrent reader never sees half a file
+
+
 def _mounts(root: Path) -> str:
-    APT_ARCHIVES.mkdir(parents=True, exist_ok=True)
     return (
         'mount --make-rprivate /; mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; '
-        f'mount --bind {shlex.quote(str(APT_ARCHIVES))} "$R/var/cache/apt/archives"; '
         # The build host's trust anchors (they may include a TLS-intercepting egress proxy's)
         # for pip in the chroot, on a tmpfs that vanishes with this mount namespace.
         f'mkdir -p "$R{BUILD_RUN}"; mount -t tmpfs -o mode=0755 tmpfs "$R{BUILD_RUN}"; '
@@ -183,6 +198,8 @@ def apply(root: Path, *extra: str, timeout: float = 900) -> Recap:
         *extra,
         str(ANSIBLE_DIR / "site.yml"),
     ]
+    archives = root / "var/cache/apt/archives"
+    _link_debs(APT_ARCHIVES, archives)
     proc = subprocess.run(
         [
             "unshare",
@@ -202,6 +219,9 @@ def apply(root: Path, *extra: str, timeout: float = 900) -> Recap:
         timeout=timeout,
         check=False,
     )
+    _link_debs(archives, APT_ARCHIVES)
+    for deb in archives.glob("*.deb"):  # the image carries no package files
+        deb.unlink()
     output = proc.stdout + proc.stderr
     try:
         counts = parse_recap(output)

@@ -24,6 +24,8 @@ def role_defaults(role: str) -> dict[str, object]:
         if item and key is not None and isinstance(found[key], list):
             found[key].append(item.group(1).strip('"'))  # type: ignore[union-attr]
             continue
+        if re.fullmatch(r"  [a-z]+: .*", line):  # a mapping's entry: not a template variable
+            continue
         pair = re.fullmatch(r"([a-z0-9_]+):(?: (.*))?", line)
         assert pair, f"unexpected line in {role} defaults: {line!r}"
         key, value = pair.group(1), pair.group(2)
@@ -40,8 +42,10 @@ def test_postfix_lookup_tables_default_to_postgresql() -> None:
     for name in POSTFIX_MAPS:
         rendered = env.get_template(name).render(defaults)
         assert "dbpath" not in rendered and "sqlite" not in rendered.lower(), name
-        assert re.search(r"^hosts = inet:127\.0\.0\.1:5432$", rendered, re.MULTILINE), name
-        assert re.search(r"^user = ddmail_postfix$", rendered, re.MULTILINE), name
+        # The unix socket, as the SELECT-only role (peer authentication: no password).
+        assert re.search(r"^hosts = unix:/var/run/postgresql$", rendered, re.MULTILINE), name
+        assert re.search(r"^user = ddmail_mailread$", rendered, re.MULTILINE), name
+        assert re.search(r"^password = $", rendered, re.MULTILINE), name
 
 
 def test_dovecot_userdb_defaults_to_postgresql() -> None:
@@ -49,11 +53,12 @@ def test_dovecot_userdb_defaults_to_postgresql() -> None:
     assert defaults["dovecot_db_driver"] == "pgsql"
     rendered = template_env("dovecot").get_template("dovecot-sql.conf.ext.j2").render(defaults)
     assert re.search(r"^driver = pgsql$", rendered, re.MULTILINE)
-    assert "user=ddmail_dovecot" in rendered and "sqlite" not in rendered.lower()
+    assert "host=/var/run/postgresql " in rendered and "user=ddmail_mailread " in rendered
+    assert "sqlite" not in rendered.lower()
 
 
 def test_the_periodic_job_needs_no_database_directory_by_default() -> None:
-    assert role_defaults("ddmail_services")["ddmail_periodic_writable_paths"] == "[]"
+    assert role_defaults("ddmail")["ddmail_periodic_writable_paths"] == "[]"
 
 
 def test_the_docs_say_sqlite_is_not_for_production() -> None:

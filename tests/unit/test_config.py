@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,35 @@ def test_stack_up_refuses_a_database_password_on_its_command_line(
     err = capsys.readouterr().err
     assert "passfile" in err and "hunter2" not in err
     assert not (tmp_path / "r").exists()  # nothing was started or created
+
+
+def test_the_command_line_check_accepts_a_valid_file_and_names_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """`python -m ddmail_common.config FILE`: Ansible's validate: of the deployed config."""
+
+    def toml(data: dict[str, Any]) -> str:
+        lines = []
+        for section, values in data.items():
+            if isinstance(values, dict):
+                lines.append(f"[{section}]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        return "\n".join(lines) + "\n"
+
+    def check(data: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "ddmail.toml"
+        path.write_text(toml(data))
+        return subprocess.run(
+            [sys.executable, "-m", "ddmail_common.config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    good = minimal(tmp_path)
+    assert check(good).returncode == 0
+    bad = {**good, "keyhandler": {**good["keyhandler"], "unlock_listen": "0.0.0.0:10080"}}
+    result = check(bad)
+    assert result.returncode == 1
+    assert "keyhandler.unlock_listen: must listen on loopback only" in result.stderr

@@ -1,5 +1,6 @@
-"""The production systemd units (ansible/roles/ddmail_services) parse, and run the command the
-local stack's periodic thread runs."""
+"""The production systemd units (ansible/roles/ddmail/templates) parse, run the commands the
+local stack runs, and are hardened: `systemd-analyze security --offline` rates each DDMail
+service at most 3.9 ("OK" or better)."""
 
 from __future__ import annotations
 
@@ -11,37 +12,61 @@ from pathlib import Path
 import pytest
 
 from ddmail_stack.mta import template_env
+from tests.systemd_security import MAX_EXPOSURE, exposure
 
-ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail_services"
-UNITS = (
-    "ddmail-periodic.service",
-    "ddmail-periodic.timer",
-    "ddmail-milter.service",
+ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail"
+SERVICES = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.service",
+    "ddmail-backup.service",
 )
+UNITS = (*SERVICES, "ddmail-periodic.timer", "ddmail-backup.timer")
+# Processes that need no network beyond loopback (the backend asks DNS; the backup is root).
+NO_NETWORK = (
+    "ddmail-web.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.service",
+    "ddmail-backup.service",
+)
+# The unit templates' variables come first in defaults/main.yml, up to this line.
+UNIT_VARS_END = "# --- install and config (not used by the unit templates) ---"
 
 
 def _defaults() -> set[str]:
-    text = (ROLE / "defaults" / "main.yml").read_text()
+    text = (ROLE / "defaults" / "main.yml").read_text().split(f"\n{UNIT_VARS_END}\n")[0]
     return set(re.findall(r"^([a-z_]+):", text, flags=re.MULTILINE))
 
 
 def _render(tmp_path: Path, **overrides: object) -> Path:
     variables: dict[str, object] = {
-        "ddmail_bin_dir": str(Path(sys.executable).parent),  # this checkout's `ddmail`
+        "ddmail_bin_dir": str(Path(sys.executable).parent),  # this checkout's console scripts
         "ddmail_config_file": "/etc/ddmail/ddmail.toml",
+        # Users that exist on any test machine (verify checks User= names exist offline).
         "ddmail_web_user": "root",
-        "ddmail_web_group": "root",
-        "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
-        "ddmail_periodic_schedule": "*:0/5",
+        "ddmail_backend_user": "root",
+        "ddmail_keyhandler_user": "root",
+        "ddmail_admin_user": "root",
+        "ddmail_pgpstage_user": "root",
         "ddmail_milter_user": "root",
         "ddmail_milter_group": "root",
-        "ddmail_milter_writable_paths": ["/var/lib/ddmail"],
-        "ddmail_pgpstage_user": "root",
+        "ddmail_nginx_group": "root",
+        "ddmail_mail_root": "/var/lib/ddmail/mail",
+        "ddmail_backup_dir": "/var/lib/ddmail/backups",
+        "ddmail_writable_paths": ["/var/lib/ddmail/sqlite"],
+        "ddmail_milter_writable_paths": ["/var/lib/ddmail/sqlite"],
+        "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
+        "ddmail_periodic_schedule": "*:0/5",
+        "ddmail_backup_schedule": "*-*-* 03:15:00",
         **overrides,
     }
-    assert set(variables) == _defaults(), "every template variable must have a default"
-    env = template_env("ddmail_services")  # as the stack renders the other roles
+    assert set(variables) == _defaults(), "every unit template variable must have a default"
+    env = template_env("ddmail")  # as the stack renders the other roles
     for unit in UNITS:
         (tmp_path / unit).write_text(env.get_template(f"{unit}.j2").render(variables))
     return tmp_path
@@ -57,13 +82,44 @@ def _verify(directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_periodic_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     result = _verify(_render(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "ddmail-periodic" not in result.stderr, result.stderr
+    assert "ddmail-" not in result.stderr, result.stderr
     service = (tmp_path / "ddmail-periodic.service").read_text()
     assert "admin billing run --config /etc/ddmail/ddmail.toml" in service
     assert "ReadWritePaths=/var/lib/ddmail" in service
+    backup = (tmp_path / "ddmail-backup.service").read_text()
+    assert "ddmail admin backup create --config /etc/ddmail/ddmail.toml" in backup
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_is_rated_ok_or_better(tmp_path: Path, service: str) -> None:
+    assert exposure(_render(tmp_path) / service) <= MAX_EXPOSURE
+
+
+def test_the_rating_tells_an_unhardened_unit_apart(tmp_path: Path) -> None:
+    """Guards the test above: the same check rejects a unit without the hardening."""
+    unit = tmp_path / "plain.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    assert exposure(unit) > MAX_EXPOSURE
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_runs_under_its_apparmor_profile(tmp_path: Path, service: str) -> None:
+    text = (_render(tmp_path) / service).read_text()
+    name = service.removesuffix(".service")
+    profile = "ddmail-admin" if name in ("ddmail-periodic", "ddmail-backup") else name
+    assert f"\nAppArmorProfile={profile}\n" in text
+
+
+@pytest.mark.parametrize("service", NO_NETWORK)
+def test_services_without_network_need_get_none(tmp_path: Path, service: str) -> None:
+    text = (_render(tmp_path) / service).read_text()
+    assert "\nIPAddressDeny=any\n" in text
+    assert "AF_INET6" not in text
+    if "PrivateNetwork=yes" not in text:  # the keyhandler's unlock port is on loopback
+        assert "\nIPAddressAllow=localhost\n" in text
 
 
 def test_openpgp_stage_unit_runs_the_stage_with_postfix_as_its_only_client(
@@ -77,7 +133,7 @@ def test_openpgp_stage_unit_runs_the_stage_with_postfix_as_its_only_client(
 
 
 def test_a_bad_schedule_is_caught_by_the_same_check(tmp_path: Path) -> None:
-    """Guards the test above: the check does reject a broken unit."""
+    """Guards the verify test: the check does reject a broken unit."""
     result = _verify(_render(tmp_path, ddmail_periodic_schedule="every tuesday-ish"))
     assert result.returncode != 0
     assert "calendar specification" in result.stderr
@@ -97,3 +153,22 @@ def test_milter_unit_runs_the_milter_and_gives_its_socket_to_postfix_only(tmp_pa
     assert "RuntimeDirectory=ddmail-milter" in service
     assert "ExecStartPre=+/bin/chgrp postfix /run/ddmail-milter" in service
     assert "CapabilityBoundingSet=\n" in service and "NoNewPrivileges=yes" in service
+
+
+@pytest.mark.parametrize(
+    ("service", "group"),
+    [
+        ("ddmail-web.service", "root"),  # ddmail_nginx_group (www-data in production)
+        ("ddmail-backend.service", "ddmail"),
+        ("ddmail-keyhandler.service", "root"),  # ddmail_backend_user
+    ],
+)
+def test_each_socket_directory_hands_its_group_to_the_socket(
+    tmp_path: Path, service: str, group: str
+) -> None:
+    """gunicorn creates its socket 0660 with the process's own group; only a setgid directory
+    gives it the group of the one client that must connect."""
+    text = (_render(tmp_path) / service).read_text()
+    directory = "/run/" + service.removesuffix(".service")
+    assert f"ExecStartPre=+/bin/chgrp {group} {directory}\n" in text
+    assert f"ExecStartPre=+/bin/chmod 2750 {directory}\n" in text

@@ -1,0 +1,81 @@
+"""The playbook applied for real: a fresh Debian 12 rootfs (tests/deploy/chroot.py), the example
+inventory applied into it twice through community.general.chroot. Marked `deploy`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.deploy import chroot
+
+# Kept after the session for the VM boot (helper "vm") and for reading a failed run.
+ROOT = Path(os.environ.get("DDMAIL_DEPLOY_ROOT", "/var/tmp/ddmail-deploy/rootfs"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/deploy" in str(item.fspath):
+            item.add_marker(pytest.mark.deploy)
+
+
+@dataclass(frozen=True)
+class AppliedRootfs:
+    root: Path
+    first: chroot.Recap
+    second: chroot.Recap
+
+
+def backup_public_key(home: Path) -> str:
+    """A throwaway OpenPGP key pair's public half (ASCII armour), as an operator would export."""
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    gpg = ["gpg", "--batch", "--quiet", "--passphrase", ""]
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [*gpg, *args], env=env, check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+
+    run("--quick-gen-key", "DDMail test backups <backup@example.net>", "ed25519", "cert", "never")
+    fingerprint = next(
+        line.split(":")[9]
+        for line in run("--with-colons", "--list-keys").splitlines()
+        if line.startswith("fpr:")
+    )
+    run("--quick-add-key", fingerprint, "cv25519", "encr", "never")
+    return run("--armor", "--export")
+
+
+@pytest.fixture(scope="session")
+def test_host_vars() -> Iterator[Path]:
+    """What a test host differs in from the example inventory: a certificate of its own CA
+    (no ACME without public DNS) and an operator backup key."""
+    with tempfile.TemporaryDirectory(prefix="ddmail-deploy-") as tmp:
+        home = Path(tmp) / "gnupg"
+        home.mkdir(mode=0o700)
+        extra = Path(tmp) / "test-host.json"
+        extra.write_text(
+            json.dumps(
+                {
+                    "ddmail_tls_mode": "selfsigned",
+                    "ddmail_backup_public_key": backup_public_key(home),
+                }
+            )
+        )
+        yield extra
+
+
+@pytest.fixture(scope="session")
+def applied_rootfs(test_host_vars: Path) -> AppliedRootfs:
+    chroot.extract(ROOT)
+    first = chroot.apply(ROOT, "-e", f"@{test_host_vars}")
+    assert first.returncode == 0, first.output[-6000:]
+    second = chroot.apply(ROOT, "-e", f"@{test_host_vars}")
+    assert second.returncode == 0, second.output[-6000:]
+    return AppliedRootfs(ROOT, first, second)

@@ -1,0 +1,251 @@
+"""After the playbook ran into a fresh Debian 12 rootfs: the second run changed nothing, each
+daemon accepts its own configuration, the units pass systemd's checks, and every secret belongs
+to exactly the processes the deployment layout names."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.chroot import in_chroot
+from tests.deploy.conftest import AppliedRootfs
+from tests.systemd_security import MAX_EXPOSURE, exposure
+
+DDMAIL_SERVICES = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.service",
+    "ddmail-backup.service",
+)
+DDMAIL_UNITS = (*DDMAIL_SERVICES, "ddmail-periodic.timer", "ddmail-backup.timer")
+# path: (owner, group, mode), docs/architecture.md "deployment layout"
+LAYOUT = {
+    "/etc/ddmail/ddmail.toml": ("root", "ddmail", "640"),
+    "/etc/ddmail/secrets": ("root", "ddmail", "750"),
+    "/etc/ddmail/secrets/web.key": ("ddmail-web", "ddmail-backend", "640"),
+    "/etc/ddmail/secrets/admin.key": ("ddmail-admin", "ddmail-backend", "640"),
+    "/etc/ddmail/secrets/backend.key": ("ddmail-backend", "ddmail-keyhandler", "640"),
+    "/etc/ddmail/secrets/dovecot.key": ("ddmail-keyhandler", "ddmail-auth", "640"),
+    "/etc/ddmail/secrets/audit.key": ("ddmail-web", "ddmail-admin", "640"),
+    "/etc/ddmail/secrets/master.keys": ("ddmail-web", "ddmail-admin", "640"),
+    "/var/lib/ddmail/mail": ("vmail", "vmail", "700"),
+    "/var/lib/ddmail/backups": ("root", "root", "700"),
+    "/etc/ssl/ddmail/mail.key": ("root", "root", "600"),
+    "/opt/ddmail/venv/bin/python": ("root", "root", "777"),  # a symlink
+    "/opt/ddmail/venv": ("root", "root", "755"),
+}
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_the_first_run_applied_everything(applied_rootfs: AppliedRootfs) -> None:
+    counts = applied_rootfs.first.counts
+    assert counts["failed"] == 0 and counts["unreachable"] == 0
+    assert counts["changed"] > 0
+
+
+def test_the_second_run_changes_nothing(applied_rootfs: AppliedRootfs) -> None:
+    counts = applied_rootfs.second.counts
+    changed = [
+        line for line in applied_rootfs.second.output.splitlines() if line.startswith("changed:")
+    ]
+    assert counts["changed"] == 0, changed
+    assert counts["failed"] == 0 and counts["unreachable"] == 0
+
+
+def test_postfix_accepts_its_configuration(applied_rootfs: AppliedRootfs) -> None:
+    assert ok(in_chroot(applied_rootfs.root, "postfix", "check")) == ""
+    maps = ok(in_chroot(applied_rootfs.root, "postconf", "-h", "virtual_mailbox_domains"))
+    assert maps.strip() == "proxy:pgsql:/etc/postfix/sql-domains.cf"
+
+
+def test_dovecot_accepts_its_configuration(applied_rootfs: AppliedRootfs) -> None:
+    config = ok(in_chroot(applied_rootfs.root, "doveconf", "-n"))
+    assert "mail_home = /var/lib/ddmail/mail/%Ld/%Ln" in config
+    assert "ssl = required" in config
+
+
+def test_nginx_accepts_its_configuration(applied_rootfs: AppliedRootfs) -> None:
+    ok(in_chroot(applied_rootfs.root, "nginx", "-t"))
+    sites = sorted(p.name for p in (applied_rootfs.root / "etc/nginx/sites-enabled").iterdir())
+    assert sites == ["ddmail-http.conf", "ddmail-panel.conf"]
+
+
+def test_the_ddmail_config_is_valid_where_it_is_installed(applied_rootfs: AppliedRootfs) -> None:
+    ok(
+        in_chroot(
+            applied_rootfs.root,
+            "/opt/ddmail/venv/bin/python",
+            "-m",
+            "ddmail_common.config",
+            "/etc/ddmail/ddmail.toml",
+        )
+    )
+
+
+def test_the_firewall_ruleset_parses_and_opens_only_the_service_ports(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    ok(in_chroot(applied_rootfs.root, "nft", "-c", "-f", "/etc/nftables.conf"))
+    rules = (applied_rootfs.root / "etc/nftables.conf").read_text()
+    assert re.findall(r"tcp dport \{ ([0-9, ]+) \} ct state new accept", rules) == [
+        "22, 25, 80, 443, 465, 587, 993"
+    ]
+    wants = applied_rootfs.root / "etc/systemd/system/sysinit.target.wants/nftables.service"
+    assert wants.is_symlink()
+
+
+def test_the_units_pass_systemd_analyze_verify(applied_rootfs: AppliedRootfs) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={applied_rootfs.root}", *DDMAIL_UNITS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # verify exits 0 even for lines it ignores: any message about a DDMail unit is a failure.
+    assert result.returncode == 0, result.stderr
+    assert "ddmail-" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("service", DDMAIL_SERVICES)
+def test_each_installed_service_is_rated_ok_or_better(
+    applied_rootfs: AppliedRootfs, service: str
+) -> None:
+    assert exposure(Path(service), root=applied_rootfs.root) <= MAX_EXPOSURE
+
+
+def test_the_units_start_at_boot(applied_rootfs: AppliedRootfs) -> None:
+    system = applied_rootfs.root / "etc/systemd/system"
+    for unit in DDMAIL_SERVICES[:5]:
+        assert (system / "multi-user.target.wants" / unit).is_symlink(), unit
+    for timer in ("ddmail-periodic.timer", "ddmail-backup.timer"):
+        assert (system / "timers.target.wants" / timer).is_symlink(), timer
+
+
+def test_secrets_and_state_have_the_layouts_owners_and_modes(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    found = ok(in_chroot(applied_rootfs.root, "stat", "-c", "%n %U %G %a", *LAYOUT))
+    actual = {path: tuple(rest) for path, *rest in (line.split() for line in found.splitlines())}
+    assert actual == LAYOUT
+
+
+def test_secrets_are_long_random_and_distinct(applied_rootfs: AppliedRootfs) -> None:
+    directory = applied_rootfs.root / "etc/ddmail/secrets"
+    values = [
+        (directory / f"{n}.key").read_text().strip()
+        for n in ("web", "admin", "backend", "dovecot", "audit")
+    ]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", v) for v in values)
+    assert len(set(values)) == len(values)
+
+
+def test_the_backup_key_is_the_operators_public_key(applied_rootfs: AppliedRootfs) -> None:
+    key = (applied_rootfs.root / "etc/ddmail/backup-public.asc").read_text()
+    assert key.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert "PRIVATE" not in key
+
+
+def test_no_daemon_was_left_running(applied_rootfs: AppliedRootfs) -> None:
+    """The database started for the build was stopped: the image boots from a clean state."""
+    assert not (applied_rootfs.root / "run/postgresql/15-main.pid").exists()
+
+
+SECRET_READERS = {
+    "web.key": {"ddmail-web", "ddmail-backend"},
+    "admin.key": {"ddmail-admin", "ddmail-backend"},
+    "backend.key": {"ddmail-backend", "ddmail-keyhandler"},
+    "dovecot.key": {"ddmail-keyhandler", "ddmail-auth"},
+    "audit.key": {"ddmail-web", "ddmail-admin"},
+    "master.keys": {"ddmail-web", "ddmail-admin"},
+}
+USERS = (
+    "ddmail-web",
+    "ddmail-backend",
+    "ddmail-keyhandler",
+    "ddmail-pgpstage",
+    "ddmail-milter",
+    "ddmail-auth",
+    "ddmail-admin",
+    "vmail",
+    "postfix",
+    "www-data",
+    "postgres",
+)
+
+
+def test_each_secret_is_readable_by_exactly_its_two_processes(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    """Tried for real, as each account, with the groups the accounts really have."""
+    script = "; ".join(
+        f"for u in {' '.join(USERS)}; do runuser -u $u -- test -r /etc/ddmail/secrets/{name} "
+        f"&& echo {name} $u; done"
+        for name in SECRET_READERS
+    )
+    script += "; true"  # the last `test -r` of the loop may fail
+    found = ok(in_chroot(applied_rootfs.root, "sh", "-c", script))
+    readers: dict[str, set[str]] = {name: set() for name in SECRET_READERS}
+    for line in found.splitlines():
+        name, user = line.split()
+        readers[name].add(user)
+    assert readers == SECRET_READERS
+
+
+def test_every_ddmail_account_reads_the_config_and_nobody_else(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    script = (
+        f"for u in {' '.join(USERS)}; do runuser -u $u -- test -r /etc/ddmail/ddmail.toml "
+        "&& echo $u; done; true"
+    )
+    found = set(ok(in_chroot(applied_rootfs.root, "sh", "-c", script)).split())
+    assert found == {u for u in USERS if u.startswith("ddmail-")}
+
+
+def test_peer_authentication_maps_each_account_to_its_role(applied_rootfs: AppliedRootfs) -> None:
+    """With the database running (only for this test, inside its own PID namespace): each
+    DDMail account logs in as its own role, the mail daemons' accounts as ddmail_mailread, and
+    an account the map does not name is refused."""
+    script = """
+pg_ctlcluster 15 main start
+try() { runuser -u "$1" -- psql -XAtq -d ddmail -U "$2" -c 'SELECT current_user' 2>/dev/null \
+  || echo "refused $1 $2"; }
+try ddmail-web ddmail-web
+try ddmail-keyhandler ddmail-keyhandler
+try postfix ddmail_mailread
+try ddmail-auth ddmail_mailread
+try ddmail-milter ddmail_mailread
+try ddmail-web ddmail-backend
+try www-data ddmail_mailread
+try postfix ddmail-backend
+psql_port=$(runuser -u postgres -- psql -XAtq -c 'SHOW port'); echo "port $psql_port"
+runuser -u postgres -- psql -XAtq -c 'SHOW listen_addresses' | sed 's/^/listen /'
+runuser -u postgres -- psql -XAtq -d ddmail -c \
+  "SELECT 'views ' || count(*) FROM pg_views WHERE viewname LIKE 'mail\\_%'"
+pg_ctlcluster 15 main stop
+"""
+    found = ok(in_chroot(applied_rootfs.root, "sh", "-ec", script)).splitlines()
+    assert found == [
+        "ddmail-web",
+        "ddmail-keyhandler",
+        "ddmail_mailread",
+        "ddmail_mailread",
+        "ddmail_mailread",
+        "refused ddmail-web ddmail-backend",
+        "refused www-data ddmail_mailread",
+        "refused postfix ddmail-backend",
+        "port 5432",
+        "listen ",
+        "views 6",  # migrated: the six mail_* views exist
+    ]
