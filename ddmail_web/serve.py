@@ -44,5 +44,8 @@ def main() -> None:
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",
+            # gunicorn (25.1+) would open a control socket that can change the worker count
+            # and reload the app, under $XDG_RUNTIME_DIR or $HOME: nothing of DDMail uses it.
+            "control_socket_disable": True,
         },
     ).run()
