@@ -390,8 +390,18 @@ def _receive(tar: tarfile.TarFile, staged: _Staged, force: bool, db_url: str, st
             if not staged.staging:
                 raise BackupError("archive damaged: files before roots.json")
             index, rel = _safe_member(name)
-            dest = staged.staging[index] / rel if rel else staged.staging[index]
-            staged.seen[name] = _extract(tar, member, dest)
+            if index >= len(staged.staging) or name in staged.seen:
+                raise BackupError(f"archive damaged: unexpected or repeated member {name!r}")
+            top = staged.staging[index]
+            dest = top / rel if rel else top
+            # A member may not reach outside its root through a symlink restored before it.
+            inside = Path(os.path.realpath(dest.parent)).is_relative_to(os.path.realpath(top))
+            if rel and not inside:
+                raise BackupError(f"unsafe member {name!r}: its directory leaves the root")
+            try:
+                staged.seen[name] = _extract(tar, member, dest)
+            except OSError as exc:
+                raise BackupError(f"cannot stage {dest}: {exc.strerror}") from None
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -413,7 +423,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> dict[
     source = tar.extractfile(member)
     assert source is not None
     digest, size = hashlib.sha256(), 0
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
         while chunk := source.read(CHUNK):
             digest.update(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import shutil
 import sqlite3
@@ -172,12 +173,7 @@ def test_a_tampered_archive_is_refused_before_anything_moves(
             if member.name.endswith("1.eml"):
                 data = io.BytesIO(b"Subject: forged!\n"[: member.size].ljust(member.size))
             dst.addfile(member, data)
-    tampered = tmp_path / "tampered.tar.gpg"
-    subprocess.run(
-        ["gpg", "--batch", "--quiet", "--homedir", str(key.homedir), "--trust-model", "always",
-         "--recipient-file", str(key.public_key), "--encrypt", "--output", str(tampered)],
-        input=out.getvalue(), check=True,
-    )  # fmt: skip
+    tampered = encrypt_to(key, out.getvalue(), tmp_path / "tampered.tar.gpg")
     for part in ("mail", "secrets", "tls", "db"):
         shutil.rmtree(root / part)
     with pytest.raises(backup.BackupError, match=r"1\.eml: sha256 does not match"):
@@ -238,3 +234,43 @@ def test_an_unusable_public_key_leaves_no_file(tmp_path: Path, key: OperatorKey)
     with pytest.raises(backup.BackupError, match="gpg failed"):
         backup.create(cfg, dataclasses.replace(cfg.backup, public_key=bad))
     assert list(cfg.backup.dir.iterdir()) == []
+
+
+def encrypt_to(key: OperatorKey, tar_bytes: bytes, out: Path) -> Path:
+    subprocess.run(
+        ["gpg", "--batch", "--quiet", "--homedir", str(key.homedir), "--trust-model", "always",
+         "--recipient-file", str(key.public_key), "--encrypt", "--output", str(out)],
+        input=tar_bytes, check=True,
+    )  # fmt: skip
+    return out
+
+
+def test_a_member_cannot_escape_its_root_through_a_symlink(
+    tmp_path: Path, key: OperatorKey
+) -> None:
+    cfg = deployment(tmp_path / "r", key)
+    for part in ("mail", "secrets", "tls", "db"):
+        shutil.rmtree(tmp_path / "r" / part)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, data: bytes | None = None, kind: bytes = tarfile.REGTYPE) -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = str(outside)
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        roots = [{"path": str(cfg.mail_root), "type": "dir"}]
+        add("roots.json", json.dumps(roots).encode())
+        add("files/0", kind=tarfile.DIRTYPE)
+        add("files/0/evil", kind=tarfile.SYMTYPE)
+        add("files/0/evil/pwned", b"x")
+    forged = encrypt_to(key, buf.getvalue(), tmp_path / "forged.tar.gpg")
+    with pytest.raises(backup.BackupError, match="leaves the root"):
+        restore(cfg, forged, key)
+    assert list(outside.iterdir()) == []
+    assert not cfg.mail_root.exists()
