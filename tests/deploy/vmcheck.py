@@ -586,7 +586,7 @@ def main(config_path: str, result_path: str) -> int:
 def diagnostics() -> str:
     """Facts for reading a failure from outside: sockets, identities, the DDMail units."""
     commands = (
-        ["sh", "-c", "ls -ln /run/ddmail* /run/dovecot 2>&1"],
+        ["sh", "-c", "ls -lnd /run/ddmail* && ls -ln /run/ddmail* /run/dovecot 2>&1"],
         ["sh", "-c", "for u in www-data postfix vmail $(ls /var/lib/ddmail); do id $u; done"],
         ["systemctl", "status", "--no-pager", "-n", "5", "ddmail-*", "postfix@-", "dovecot"],
     )
