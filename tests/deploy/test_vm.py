@@ -15,7 +15,8 @@ import yaml
 
 from tests.deploy.vm import VmRun, boot
 
-pytestmark = pytest.mark.deploy
+# The boot (and the applied rootfs, if this test comes first) take longer than the default limit.
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
