@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from tests.webclient import Registered, codes, csrf
+from tests.panelforms import Registered, codes, csrf
 
 
 @dataclass

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
@@ -14,18 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-CODE = re.compile(r'<code id="([a-z-]+)">([^<]+)</code>')
+from tests.panelforms import Registered, codes, csrf
 
-
-def csrf(html: str) -> str:
-    match = CSRF.search(html)
-    assert match, "page has no CSRF token"
-    return match.group(1)
-
-
-def codes(html: str) -> dict[str, str]:
-    return dict(CODE.findall(html))
+__all__ = ["Browser", "Registered", "codes", "csrf", "freeze_time", "keyfile_upload"]
 
 
 def keyfile_upload(data: bytes) -> tuple[io.BytesIO, str]:
@@ -38,14 +27,6 @@ def freeze_time(at: int) -> Iterator[None]:
     """The panel's TOTP views see the clock at AT."""
     with mock.patch("ddmail_web.totp_views.time.time", return_value=at):
         yield
-
-
-@dataclass
-class Registered:
-    account: str
-    username: str
-    password: str
-    keyfile: bytes
 
 
 class Browser:

@@ -1,0 +1,683 @@
+"""The checks run INSIDE the booted deployment VM by `ddmail-ci.service`, with the system's
+/usr/bin/python3 (standard library only: the deployment's virtualenv is what is under test).
+
+Usage: vmcheck.py CONFIG.json RESULT.json. Every check appends {name, ok, detail} to RESULT,
+which is rewritten after each check, so a run that hangs or crashes still reports how far it
+got. The host's test (tests/deploy/test_vm.py) reads RESULT back from the powered-off image.
+
+Order: the boot settles; units and their state; the smoke test over the VM's own loopback
+(register, fund, log in, add a mailbox, deliver on 25, read over IMAPS, submit on 587 to a
+sink, the stored file is ciphertext); AppArmor confinement of the live processes; no AppArmor
+denial so far; negative probes (marked by their PIDs); backup, wipe, restore, read again."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import imaplib
+import json
+import os
+import shutil
+import smtplib
+import socket
+import socketserver
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # /ci/tests/ ships next to us
+
+from tests.httpsbrowser import HttpsBrowser
+from tests.panelforms import Registered, codes
+
+VENV_BIN = Path("/opt/ddmail/venv/bin")
+DDMAIL_UNITS = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.timer",
+    "ddmail-backup.timer",
+)
+# What docs/operations.md "Restoring" stops first and starts again afterwards.
+RESTORE_STOPS = (
+    "ddmail-backup.timer",
+    "ddmail-periodic.timer",
+    "postfix.service",
+    "dovecot.service",
+    "nginx.service",
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+)
+CONFIG = "/etc/ddmail/ddmail.toml"
+AS_POSTGRES = ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--")
+DAEMON_UNITS = ("postfix.service", "dovecot.service", "nginx.service")
+# AppArmor labels of the DDMail processes (attached by the units' AppArmorProfile=).
+DDMAIL_PROFILES = (
+    "ddmail-web",
+    "ddmail-backend",
+    "ddmail-keyhandler",
+    "ddmail-pgpstage",
+    "ddmail-milter",
+)
+# Executables of the confined daemons (path-attached profiles, Debian's or ours).
+CONFINED_EXES = (
+    "/usr/sbin/nginx",
+    "/usr/lib/postfix/sbin/smtpd",
+    "/usr/lib/dovecot/auth",
+    "/usr/lib/dovecot/imap-login",
+)
+SINK_ADDR = ("127.0.0.2", 2525)
+SINK_DOMAIN = "sink.test"
+# Connections to these documentation addresses must fail; only the errno tells who refused.
+OUTSIDE = "192.0.2.1"
+OUTSIDE6 = "2001:db8::1"
+DENIED = 'apparmor="DENIED"'
+
+
+class Report:
+    """The result file, rewritten after every check."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"checks": [], "finished": False, "started": time.time()}
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+        os.sync()
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.data["seconds"] = round(time.time() - self.data["started"], 1)
+        check = {"name": name, "ok": ok, "detail": detail[-6000:], "t": self.data["seconds"]}
+        self.data["checks"].append(check)
+        self.write()
+        print(f"[vmcheck] {'PASS' if ok else 'FAIL'} {name}: {detail[:300]}", flush=True)
+        return ok
+
+    def check(self, name: str, fn: Callable[[], str]) -> bool:
+        """Run FN; it returns a detail string or raises (AssertionError = a failed check)."""
+        try:
+            return self.add(name, True, fn())
+        except Exception as exc:  # every failure is reported, none stops the report
+            return self.add(name, False, f"{exc!r}\n{traceback.format_exc()}")
+
+
+def run(*argv: str, check: bool = True, timeout: int = 300, **kw: Any) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return str(done.stdout)
+
+
+def wait_until(what: str, fn: Callable[[], Any], timeout: float = 120, every: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as exc:  # keep trying until the deadline, report the last error
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+# --- boot and units ---------------------------------------------------------------------
+
+
+def boot_settled() -> str:
+    """Every boot job done but ours (`is-system-running --wait` would wait for us too)."""
+
+    def only_us() -> bool:
+        jobs = run("systemctl", "list-jobs", "--no-legend", "--plain", check=False)
+        return all("ddmail-ci.service" in line for line in jobs.splitlines() if line.strip())
+
+    wait_until("the boot jobs", only_us, timeout=240)
+    return run("systemctl", "is-system-running", check=False).strip()
+
+
+def no_failed_unit() -> str:
+    failed = run("systemctl", "--failed", "--plain", "--no-legend", check=False).strip()
+    if failed:
+        names = [line.split()[0] for line in failed.splitlines()]
+        status = run("systemctl", "status", "--no-pager", "-n", "30", *names, check=False)
+        raise AssertionError(f"failed units:\n{failed}\n{status}")
+    return "none"
+
+
+def units_active() -> str:
+    """Active, and never restarted: a unit in a crash loop is "active" between its deaths."""
+    states = {}
+    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS):
+        show = run("systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", unit)
+        props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+        states[unit] = f"{props.get('ActiveState')} restarts={props.get('NRestarts', '0')}"
+    bad = {u: s for u, s in states.items() if s != "active restarts=0"}
+    assert not bad, f"not active or restarted: {bad}"
+    return json.dumps(states)
+
+
+# --- the smoke test ---------------------------------------------------------------------
+
+
+class Sink(socketserver.ThreadingTCPServer):
+    """The 'outside' mail server: a minimal SMTP receiver keeping what it is given."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        super().__init__(SINK_ADDR, SinkHandler)
+
+
+class SinkHandler(socketserver.StreamRequestHandler):
+    server: Sink
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self) -> None:
+        self.reply(f"220 {SINK_DOMAIN} ESMTP sink")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.reply(f"250 {SINK_DOMAIN}")
+            elif verb == b"DATA":
+                self.reply("354 go on")
+                body = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    body += chunk
+                self.server.messages.append(body)
+                self.reply("250 2.0.0 kept")
+            elif verb == b"QUIT":
+                self.reply("221 bye")
+                return
+            else:  # MAIL, RCPT, RSET, NOOP
+                self.reply("250 ok")
+
+
+class Smoke:
+    """One account's way through the deployment, as a person and a remote server see it."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.domain: str = cfg["global_domain"]
+        self.mail_host: str = cfg["mail_host"]
+        # Verifies host names and trusts only the deployment's own CA (loaded by hosts()).
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.browser = HttpsBrowser(f"https://{cfg['panel_host']}", self.tls)
+        self.reg: Registered | None = None
+        self.address = ""
+        self.password = ""
+        self.marker = uuid.uuid4().hex
+        self.sink: Sink | None = None
+
+    def hosts(self) -> str:
+        """The VM has no DNS: its names point at its own loopback, as a test host's would.
+        The clients trust the CA the deployment made (tls mode selfsigned)."""
+        self.tls.load_verify_locations(cafile=self.cfg["ca_file"])
+        names = {self.cfg["panel_host"], self.mail_host}
+        line = "127.0.0.1 " + " ".join(sorted(names)) + "  # ddmail-ci\n"
+        with open("/etc/hosts", "a") as hosts:
+            hosts.write(line)
+        return line.strip()
+
+    def sink_transport(self) -> str:
+        """Mail for sink.test goes to our sink: a transport entry the operator could add too."""
+        self.sink = Sink()
+        threading.Thread(target=self.sink.serve_forever, daemon=True).start()
+        table = Path("/etc/postfix/ci-transport")
+        table.write_text(f"{SINK_DOMAIN} smtp:[{SINK_ADDR[0]}]:{SINK_ADDR[1]}\n")
+        existing = run("postconf", "-h", "transport_maps").strip()
+        maps = f"texthash:{table}" + (f", {existing}" if existing else "")
+        run("postconf", "-e", f"transport_maps = {maps}")
+        run("postfix", "reload")
+        return maps
+
+    def register(self) -> str:
+        # gunicorn's workers import the panel after the unit is "active": slow under emulation.
+        def ready() -> bool:
+            answer = self.browser.get("/register")
+            assert answer.status == 200, (answer.status, answer.text[-800:])
+            return True
+
+        wait_until("the panel", ready, 180)
+        self.reg = self.browser.register()
+        return f"account {self.reg.account}, key file {len(self.reg.keyfile)} bytes"
+
+    def fund(self) -> str:
+        """New accounts start unfunded on a production host; the operator makes this one
+        gratis and enables it, as documented."""
+        assert self.reg is not None
+        out = ""
+        for action in ("gratis", "enable"):
+            out += admin("account", action, self.reg.account)
+        return out.strip()
+
+    def login(self) -> str:
+        assert self.reg is not None
+        answer = self.browser.login(self.reg)
+        assert answer.status == 302, (answer.status, answer.text[-2000:])
+        return answer.headers.get("Location", "")
+
+    def add_mailbox(self) -> str:
+        local = "ci" + self.marker[:8]
+        made = self.browser.post(
+            "/settings/mailboxes", {"local_part": local, "domain": self.domain}
+        )
+        found = codes(made.text)
+        assert "mailbox-password" in found, (made.status, made.text[-3000:])
+        self.address, self.password = f"{local}@{self.domain}", found["mailbox-password"]
+        return self.address
+
+    def deliver(self) -> str:
+        msg = EmailMessage()
+        msg["From"], msg["To"] = "someone@example.org", self.address
+        msg["Subject"] = f"subject {self.marker}"
+        msg.set_content(f"body {self.marker}")
+        with smtplib.SMTP(self.mail_host, 25, timeout=60) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.send_message(msg)
+        return "accepted on 25"
+
+    def imap(self) -> imaplib.IMAP4_SSL:
+        return imaplib.IMAP4_SSL(self.mail_host, 993, ssl_context=self.tls, timeout=60)
+
+    def inbox(self) -> list[bytes]:
+        with contextlib.closing(self.imap()) as imap:
+            imap.login(self.address, self.password)
+            imap.select("INBOX")
+            _, data = imap.search(None, "ALL")
+            messages = []
+            for num in data[0].split():
+                _, parts = imap.fetch(num, "(RFC822)")
+                messages.append(bytes(parts[0][1]))  # type: ignore[index]
+            imap.logout()
+            return messages
+
+    def read_back(self) -> str:
+        wanted = f"body {self.marker}".encode()
+        found = wait_until("the mail over IMAPS", lambda: [m for m in self.inbox() if wanted in m])
+        return f"{len(found)} message(s) with the marker"
+
+    def stored_files(self) -> list[Path]:
+        local, _, domain = self.address.partition("@")
+        maildir = Path(self.cfg["mail_root"]) / domain / local / "Maildir"
+        return [p for sub in ("new", "cur") for p in (maildir / sub).glob("*") if p.is_file()]
+
+    def stored_encrypted(self) -> str:
+        files = self.stored_files()
+        assert files, "no stored message file"
+        for path in files:
+            data = path.read_bytes()
+            assert data.startswith(b"CRYPTED"), f"{path} is not mail_crypt ciphertext"
+            assert self.marker.encode() not in data, f"{path} holds the plaintext marker"
+        return f"{len(files)} file(s), all CRYPTED, no plaintext"
+
+    def submit(self) -> str:
+        assert self.sink is not None
+        msg = EmailMessage()
+        msg["From"], msg["To"] = self.address, f"friend@{SINK_DOMAIN}"
+        msg["Subject"] = f"out {self.marker}"
+        msg.set_content(f"outgoing {self.marker}")
+        with smtplib.SMTP(self.mail_host, 587, timeout=60) as smtp:
+            smtp.ehlo("laptop.example.org")
+            smtp.starttls(context=self.tls)
+            smtp.login(self.address, self.password)
+            smtp.send_message(msg)
+        sink = self.sink
+        wanted = f"outgoing {self.marker}".encode()
+        wait_until("the sink", lambda: any(wanted in m for m in sink.messages), timeout=120)
+        return "relayed to the sink"
+
+    @contextlib.contextmanager
+    def daemons_busy(self) -> Iterator[None]:
+        """Hold sessions open so the on-demand processes exist while AppArmor is inspected:
+        smtpd (a connection on 25), imap-login (an unauthenticated IMAPS session) and auth (a
+        logged-in one just made)."""
+        with contextlib.ExitStack() as stack:
+            smtp = stack.enter_context(smtplib.SMTP(self.mail_host, 25, timeout=60))
+            smtp.ehlo("client.example.org")
+            logged_in = stack.enter_context(contextlib.closing(self.imap()))
+            logged_in.login(self.address, self.password)
+            stack.enter_context(contextlib.closing(self.imap()))
+            yield
+
+
+def admin(*args: str) -> str:
+    """`ddmail admin ...` as the operator runs it: as ddmail-admin with the server's config."""
+    return run(
+        "setpriv",
+        "--reuid=ddmail-admin",
+        "--regid=ddmail-admin",
+        "--init-groups",
+        "--",
+        str(VENV_BIN / "ddmail"),
+        "admin",
+        *args,
+        "--config",
+        CONFIG,
+    )
+
+
+# --- AppArmor ---------------------------------------------------------------------------
+
+
+def aa_processes() -> list[dict[str, str]]:
+    """[{exe, profile, status, pid}] of every confined process, from `aa-status --json`."""
+    status = json.loads(run("aa-status", "--json"))
+    return [
+        {"exe": exe, **{k: str(v) for k, v in proc.items()}}
+        for exe, procs in status.get("processes", {}).items()
+        for proc in procs
+    ]
+
+
+def confinement() -> str:
+    procs = aa_processes()
+    missing = []
+    for profile in DDMAIL_PROFILES:
+        if not any(p["profile"] == profile and p["status"] == "enforce" for p in procs):
+            missing.append(f"profile {profile}")
+    for exe in CONFINED_EXES:
+        if not any(p["exe"] == exe and p["status"] == "enforce" for p in procs):
+            missing.append(f"exe {exe}")
+    listing = "\n".join(f"{p['exe']} {p['profile']} {p['status']}" for p in procs)
+    assert not missing, f"not confined in enforce mode: {missing}\n{listing}"
+    return listing
+
+
+def journal_cursor() -> str:
+    out = run("journalctl", "-n", "0", "--show-cursor", "--no-pager", check=False)
+    return out.strip().rpartition("cursor: ")[2]
+
+
+def denials(after: str = "") -> list[str]:
+    run("journalctl", "--sync", check=False)
+    argv = ["journalctl", "--no-pager", "-o", "short-precise", "-b"]
+    if after:
+        argv.append(f"--after-cursor={after}")
+    return [line for line in run(*argv, check=False).splitlines() if DENIED in line]
+
+
+PROBE = """
+import errno, json, os, socket, sys
+kind, target = sys.argv[1], sys.argv[2]
+families = {"tcp": socket.AF_INET, "udp": socket.AF_INET, "tcp6": socket.AF_INET6}
+try:
+    if kind == "read":
+        if os.path.isdir(target):
+            os.listdir(target)
+        else:
+            open(target, "rb").read(1)
+    else:
+        host, port = target.rsplit(":", 1)
+        kinds = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+        s = socket.socket(families[kind], kinds)
+        s.settimeout(5)
+        s.connect((host.strip("[]"), int(port)))
+        s.send(b"x")
+    code = 0
+except OSError as exc:  # a timeout has no errno: nothing ever answered
+    code = exc.errno or errno.ETIMEDOUT
+print(json.dumps({"pid": os.getpid(), "errno": code, "name": errno.errorcode.get(code, "")}))
+"""
+# What a confined service runs: the deployment's interpreter (the profiles allow exactly it).
+PROBE_PYTHON = str(VENV_BIN / "python3")
+
+
+class Probes:
+    """Actions a profile must deny, each also run unconfined by the same user as the control, so
+    file modes and routes are the same and only the confinement differs. AppArmor logs nothing
+    for an explicit `deny` rule; the PIDs mark the denials it does log."""
+
+    def __init__(self) -> None:
+        self.pids: list[str] = []
+
+    def probe(
+        self, user: str, profile: str | None, kind: str, target: str, cgroup: str = ""
+    ) -> dict[str, Any]:
+        confine = ["aa-exec", "-p", profile, "--"] if profile else []
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        argv += [*confine, PROBE_PYTHON, "-c", PROBE, kind, target]
+        if cgroup:
+            # Join the running unit's cgroup first (as root), so its IP filter applies too.
+            procs = f"/sys/fs/cgroup{cgroup}/cgroup.procs"
+            argv = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "probe", *argv]
+        out = run(*argv)
+        answer: dict[str, Any] = json.loads(out)
+        if profile:
+            self.pids.append(str(answer["pid"]))
+        return answer
+
+    def denied(self, user: str, profile: str, kind: str, target: str) -> str:
+        """As USER (whom the file modes let through), PROFILE must refuse with EACCES;
+        unconfined, USER gets through (or, for the network, fails otherwise: no route)."""
+        control = self.probe(user, None, kind, target)
+        confined = self.probe(user, profile, kind, target)
+        assert confined["errno"] == errno.EACCES, f"{profile} allowed it: {confined}"
+        assert control["errno"] != errno.EACCES, f"the control was refused too: {control}"
+        pid = confined["pid"]
+        logged = [d for d in denials() if f"pid={pid} " in d]
+        return f"confined {confined}, control {control}\n" + "\n".join(logged)
+
+    def unit_refuses(self, unit: str, user: str, profile: str, target: str) -> str:
+        """TCP to a non-loopback address from inside UNIT's confinement: its AppArmor profile
+        (which cannot name addresses on this kernel and allows inet stream for the loopback
+        listener) together with its cgroup's IPAddressDeny=any filter, which drops the SYN (EPERM
+        or, for TCP, no answer before the timeout). The VM has no
+        network card, so the address is put on lo: the control then reaches it (refused: no
+        listener) and only the unit's filter can stop the confined probe."""
+        add_address_to_lo(target.rpartition(":")[0])
+        cgroup = run("systemctl", "show", "-P", "ControlGroup", unit).strip()
+        assert cgroup, f"{unit} has no cgroup (not running?)"
+        control = self.probe(user, None, "tcp", target)
+        confined = self.probe(user, profile, "tcp", target, cgroup)
+        stopped = (errno.EPERM, errno.EACCES, errno.ETIMEDOUT)
+        assert confined["errno"] in stopped, f"{unit} got out: {confined}"
+        assert control["errno"] == errno.ECONNREFUSED, f"the control got no answer: {control}"
+        return f"confined {confined}, control {control}"
+
+    def marked(self, line: str) -> bool:
+        return any(f"pid={pid} " in line for pid in self.pids)
+
+
+def add_address_to_lo(address: str) -> None:
+    """`ip addr add ADDRESS/32 dev lo` over rtnetlink (iproute2 may not be installed)."""
+    rtm_newaddr, ifa_address, ifa_local = 20, 1, 2
+    flags = 0x1 | 0x4 | 0x400  # NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+    raw = socket.inet_aton(address)
+    attrs = b"".join(struct.pack("=HH", 8, kind) + raw for kind in (ifa_local, ifa_address))
+    body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, 0, socket.if_nametoindex("lo")) + attrs
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.send(struct.pack("=IHHII", 16 + len(body), rtm_newaddr, flags, 1, 0) + body)
+        answer = nl.recv(4096)
+    code = struct.unpack_from("=i", answer, 16)[0]
+    assert code in (0, -errno.EEXIST), f"rtnetlink: {os.strerror(-code)}"
+
+
+# --- backup and restore -----------------------------------------------------------------
+
+
+def newest_backup(backup_dir: Path) -> Path:
+    found = sorted(backup_dir.glob("ddmail-*.tar.gpg"))
+    assert found, f"no backup in {backup_dir}"
+    return found[-1]
+
+
+def systemctl(action: str, *units: str) -> None:
+    run("systemctl", action, *units, timeout=300)
+
+
+def wipe_state(cfg: dict[str, Any]) -> str:
+    """What a lost machine loses, i.e. everything a backup holds: the database (dropped and
+    made again empty, as on a new host), the maildirs, the secrets and the TLS key and
+    certificate (`[backup] paths`)."""
+    systemctl("stop", *RESTORE_STOPS)
+    db = cfg["database_name"]
+    run(*AS_POSTGRES, "dropdb", "--if-exists", db, cwd="/")
+    run(*AS_POSTGRES, "createdb", db, cwd="/")
+    with open(CONFIG, "rb") as config:
+        extra = [Path(p) for p in tomllib.load(config).get("backup", {}).get("paths", [])]
+    for path in (Path(cfg["mail_root"]), Path(cfg["secrets_dir"]), *extra):
+        children = list(path.iterdir()) if path.is_dir() else [path]
+        for child in children:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink(missing_ok=True)
+    return f"database {db} dropped and made again; emptied {cfg['mail_root']}, " + ", ".join(
+        [cfg["secrets_dir"], *map(str, extra)]
+    )
+
+
+def restore(cfg: dict[str, Any], backup: Path) -> str:
+    """As docs/operations.md says: the operator's secret key (made by the test harness on the
+    host) in a gpg home given with --homedir, `ddmail admin backup restore` as root, then
+    `ddmail admin db migrate` as postgres, then everything started again."""
+    home = Path("/root/ci-gnupg")
+    home.mkdir(mode=0o700, exist_ok=True)
+    run("gpg", "--batch", "--homedir", str(home), "--import", cfg["backup_secret_key"])
+    ddmail = str(VENV_BIN / "ddmail")
+    argv = [ddmail, "admin", "backup", "restore", str(backup), "--homedir", str(home)]
+    out = run(*argv, "--config", CONFIG, timeout=600)
+    # As root: it reads the config, then becomes postgres itself.
+    out += run(ddmail, "admin", "db", "migrate", "--config", CONFIG, cwd="/")
+    systemctl("start", *RESTORE_STOPS)
+    return out.strip()
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main(config_path: str, result_path: str) -> int:
+    report = Report(Path(result_path))
+    try:
+        checks(json.loads(Path(config_path).read_text()), report)
+    except Exception:  # a bug here must still come back as a report, not as silence
+        report.add("the check script itself", False, traceback.format_exc())
+    with contextlib.suppress(Exception):
+        report.data["diagnostics"] = diagnostics()[-20000:]
+    report.data["finished"] = True
+    report.write()
+    return 0 if all(c["ok"] for c in report.data["checks"]) else 1
+
+
+def diagnostics() -> str:
+    """Facts for reading a failure from outside: sockets, identities, the DDMail units."""
+    commands = (
+        ["sh", "-c", "ls -lnd /run/ddmail* && ls -ln /run/ddmail* /run/dovecot 2>&1"],
+        ["sh", "-c", "for u in www-data postfix vmail $(ls /var/lib/ddmail); do id $u; done"],
+        ["systemctl", "status", "--no-pager", "-n", "5", "ddmail-*", "postfix@-", "dovecot"],
+    )
+    return "\n".join(run(*argv, check=False, timeout=60) for argv in commands)
+
+
+def checks(cfg: dict[str, Any], report: Report) -> None:
+    check = report.check
+    check("boot settled", boot_settled)
+    check("no failed unit", no_failed_unit)
+    check("DDMail units and daemons active", units_active)
+    smoke = Smoke(cfg)
+    check("test host names on loopback, the deployment's CA trusted", smoke.hosts)
+    check("sink transport for sink.test", smoke.sink_transport)
+    start = journal_cursor()
+    smoke_ok = all(
+        check(name, step)
+        for name, step in (
+            ("panel: register over HTTPS with the key file", smoke.register),
+            ("operator: account made gratis and enabled", smoke.fund),
+            ("panel: log in with user, password and key file", smoke.login),
+            ("panel: add a mailbox", smoke.add_mailbox),
+            ("mail: delivered on port 25", smoke.deliver),
+            ("mail: read over IMAPS with the mailbox password", smoke.read_back),
+            ("mail: stored file is mail_crypt ciphertext", smoke.stored_encrypted),
+            ("mail: submission on 587 relays to the outside sink", smoke.submit),
+        )
+    )
+    if smoke_ok:
+
+        def confined_while_busy() -> str:
+            with smoke.daemons_busy():
+                return confinement()
+
+        check("AppArmor: DDMail processes and daemons in enforce mode", confined_while_busy)
+    else:
+        check("AppArmor: DDMail processes and daemons in enforce mode", confinement)
+    check("units still active, none restarted, after the smoke test", units_active)
+    smoke_denials = denials(start)
+    report.add(
+        "journal: no AppArmor denial during the smoke test",
+        not smoke_denials,
+        "\n".join(smoke_denials) or "none",
+    )
+    probes = Probes()
+    # The new mailbox's maildir once mail arrived; the mail root itself otherwise.
+    stored = smoke.stored_files() if smoke.address else []
+    maildir = str(stored[0].parent.parent if stored else Path(cfg["mail_root"]))
+    keyhandler = ("ddmail-keyhandler", "ddmail-keyhandler")
+    for what, user, profile, kind, target in (
+        ("an outbound UDP socket", *keyhandler, "udp", f"{OUTSIDE}:53"),
+        ("an outbound IPv6 socket", *keyhandler, "tcp6", f"[{OUTSIDE6}]:25"),
+        ("a maildir", "vmail", "ddmail-keyhandler", "read", maildir),
+        ("the backend's key", "ddmail-keyhandler", "ddmail-web", "read", cfg["backend_key"]),
+        ("a maildir", "vmail", "ddmail-web", "read", maildir),
+    ):
+        check(
+            f"probe: {profile} denied {what}", partial(probes.denied, user, profile, kind, target)
+        )
+    check(
+        "probe: the keyhandler unit refused a TCP connection to a non-loopback address",
+        # Port 9: nothing listens there (Postfix would answer on 25 once the address is local).
+        partial(probes.unit_refuses, "ddmail-keyhandler.service", *keyhandler, f"{OUTSIDE}:9"),
+    )
+    stray = [line for line in denials() if not probes.marked(line)]
+    report.add(
+        "journal: every AppArmor denial of the boot is a marked probe's",
+        not stray,
+        "\n".join(stray) or f"none besides the probes {probes.pids}",
+    )
+    if smoke_ok:
+        backups = Path(cfg["backup_dir"])
+        before = set(backups.glob("ddmail-*.tar.gpg")) if backups.exists() else set()
+
+        def backup() -> str:
+            systemctl("start", "ddmail-backup.service")
+            made = newest_backup(backups)
+            assert made not in before, "the backup unit wrote no new file"
+            data = made.read_bytes()
+            assert (made.stat().st_mode & 0o777) == 0o600, oct(made.stat().st_mode)
+            assert smoke.marker.encode() not in data and smoke.password.encode() not in data
+            return f"{made.name}: {len(data)} bytes, 0600, no plaintext marker"
+
+        if check("backup: the nightly unit run now", backup):
+            made = newest_backup(backups)
+            if check("backup: state wiped", lambda: wipe_state(cfg)) and check(
+                "backup: restored", lambda: restore(cfg, made)
+            ):
+                check("backup: units active after the restore", units_active)
+                check("backup: the earlier mail read again with the same password", smoke.read_back)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
