@@ -61,7 +61,6 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_pgpstage_user": "root",
         "ddmail_milter_user": "root",
         "ddmail_milter_group": "root",
-        "ddmail_nginx_group": "root",
         "ddmail_mail_root": "/var/lib/ddmail/mail",
         "ddmail_backup_dir": "/var/lib/ddmail/backups",
         "ddmail_writable_paths": ["/var/lib/ddmail/sqlite"],
@@ -158,27 +157,35 @@ def test_milter_unit_runs_the_milter_and_gives_its_socket_to_postfix_only(tmp_pa
         f"{Path(sys.executable).parent}/ddmail-milter --config /etc/ddmail/ddmail.toml" in service
     )
     assert "RuntimeDirectory=ddmail-milter" in service
-    assert "ExecStartPre=+/bin/chgrp postfix /run/ddmail-milter" in service
+    # It hands its socket (0660) to group postfix itself (ddmail_common/socket_daemon.py).
+    assert "SupplementaryGroups=postfix" in service
     assert "CapabilityBoundingSet=\n" in service and "NoNewPrivileges=yes" in service
 
 
 @pytest.mark.parametrize(
     ("service", "group"),
     [
-        ("ddmail-web.service", "root"),  # ddmail_nginx_group (www-data in production)
-        ("ddmail-backend.service", "ddmail"),
-        ("ddmail-keyhandler.service", "root"),  # ddmail_backend_user
+        # gunicorn chowns its socket (0660) to the process's group: the unit's Group=.
+        ("ddmail-web.service", "root"),  # ddmail-web; www-data is its one other member
+        ("ddmail-backend.service", "ddmail"),  # every ddmail-* account
+        ("ddmail-keyhandler.service", "root"),  # ddmail-keyhandler; ddmail-backend a member
     ],
 )
-def test_each_socket_directory_hands_its_group_to_the_socket(
+def test_each_socket_server_runs_with_its_clients_group(
     tmp_path: Path, service: str, group: str
 ) -> None:
-    """gunicorn creates its socket 0660 with the process's own group; only a setgid directory
-    gives it the group of the one client that must connect."""
     text = (_render(tmp_path) / service).read_text()
-    directory = "/run/" + service.removesuffix(".service")
-    assert f"ExecStartPre=+/bin/chgrp {group} {directory}\n" in text
-    assert f"ExecStartPre=+/bin/chmod 2750 {directory}\n" in text
+    assert f"\nGroup={group}\n" in text
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_unit_changes_its_runtime_directory_before_starting(
+    tmp_path: Path, service: str
+) -> None:
+    """systemd gives a RuntimeDirectory back to User/Group before every command, so a chgrp in
+    ExecStartPre does not last (the VM showed nginx refused at the panel's socket)."""
+    text = (_render(tmp_path) / service).read_text()
+    assert not re.search(r"^ExecStartPre=\+?/bin/ch(grp|mod|own) ", text, flags=re.MULTILINE)
 
 
 def test_the_backend_asks_for_a_postfix_reload_through_the_flag_root_watches(
