@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import imaplib
 import json
 import os
@@ -236,7 +237,7 @@ class Smoke:
         """The VM has no DNS: its names point at its own loopback, as a test host's would.
         The clients trust the CA the deployment made (tls mode selfsigned)."""
         self.tls.load_verify_locations(cafile=self.cfg["ca_file"])
-        names = {self.cfg["panel_host"], self.mail_host}
+        names = {self.cfg["panel_host"], self.mail_host, f"mta-sts.{self.domain}"}
         line = "127.0.0.1 " + " ".join(sorted(names)) + "  # ddmail-ci\n"
         with open("/etc/hosts", "a") as hosts:
             hosts.write(line)
@@ -349,6 +350,57 @@ class Smoke:
         wanted = f"outgoing {self.marker}".encode()
         wait_until("the sink", lambda: any(wanted in m for m in sink.messages), timeout=120)
         return "relayed to the sink"
+
+    def mta_sts_policy(self) -> str:
+        """Senders fetch the global domain's policy from https://mta-sts.<domain>/ (RFC 8461):
+        the certificate must name that host and the policy list this host's MX."""
+        conn = http.client.HTTPSConnection(f"mta-sts.{self.domain}", 443, context=self.tls)
+        try:
+            conn.request("GET", "/.well-known/mta-sts.txt")
+            answer = conn.getresponse()
+            policy = answer.read().decode()
+        finally:
+            conn.close()
+        assert answer.status == 200, (answer.status, policy[-500:])
+        lines = policy.splitlines()
+        assert "version: STSv1" in lines and f"mx: {self.mail_host}" in lines, policy
+        return " / ".join(lines)
+
+    def new_global_domain(self) -> str:
+        """A domain the operator adds receives mail at once: the backend (unprivileged) asks
+        root for a Postfix reload through ddmail-postfix-reload.path."""
+        domain = f"d{self.marker[:6]}.{self.domain}"
+        admin("domain", "add", domain)
+        local = "nd" + self.marker[:6]
+        made = self.browser.post("/settings/mailboxes", {"local_part": local, "domain": domain})
+        assert "mailbox-password" in codes(made.text), (made.status, made.text[-2000:])
+        address = f"{local}@{domain}"
+
+        def accepted() -> bool:
+            with smtplib.SMTP(self.mail_host, 25, timeout=60) as smtp:
+                smtp.ehlo("client.example.org")
+                smtp.sendmail("someone@example.org", [address], b"Subject: hi\r\n\r\nhi\r\n")
+            return True
+
+        # Well inside Postfix's own process recycling (max_idle 100 s): only a reload helps.
+        wait_until(f"port 25 accepting {address}", accepted, timeout=60, every=3)
+        return f"{domain} added; {address} accepted on 25"
+
+    def remove_mailbox(self) -> str:
+        """Removal with the key file: the keys go first, then the backend (group vmail) erases
+        the maildir Dovecot made."""
+        assert self.reg is not None
+        local, _, domain = self.address.partition("@")
+        home = Path(self.cfg["mail_root"]) / domain / local
+        assert home.exists(), f"{home} missing before the removal"
+        answer = self.browser.post(
+            "/settings/mailboxes/remove",
+            {"mailbox": self.address, "confirm": "y", "key": (self.reg.keyfile, "my.key")},
+            token_from="/settings/mailboxes",
+        )
+        assert answer.status in (200, 302), (answer.status, answer.text[-2000:])
+        wait_until(f"{home} erased", lambda: not home.exists(), timeout=120, every=3)
+        return f"{self.address} removed; {home} erased"
 
     @contextlib.contextmanager
     def daemons_busy(self) -> Iterator[None]:
@@ -613,6 +665,8 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             ("mail: read over IMAPS with the mailbox password", smoke.read_back),
             ("mail: stored file is mail_crypt ciphertext", smoke.stored_encrypted),
             ("mail: submission on 587 relays to the outside sink", smoke.submit),
+            ("web: the MTA-STS policy host serves the policy", smoke.mta_sts_policy),
+            ("operator: a new global domain receives mail at once", smoke.new_global_domain),
         )
     )
     if smoke_ok:
@@ -676,7 +730,10 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
                 "backup: restored", lambda: restore(cfg, made)
             ):
                 check("backup: units active after the restore", units_active)
-                check("backup: the earlier mail read again with the same password", smoke.read_back)
+                if check(
+                    "backup: the earlier mail read again with the same password", smoke.read_back
+                ):
+                    check("panel: a removed mailbox's maildir is erased", smoke.remove_mailbox)
 
 
 if __name__ == "__main__":
