@@ -115,7 +115,7 @@ def test_the_rating_tells_an_unhardened_unit_apart(tmp_path: Path) -> None:
 def test_each_service_runs_under_its_apparmor_profile(tmp_path: Path, service: str) -> None:
     text = (_render(tmp_path) / service).read_text()
     name = service.removesuffix(".service")
-    profile = "ddmail-admin" if name in ("ddmail-periodic", "ddmail-backup") else name
+    profile = "ddmail-admin" if name == "ddmail-periodic" else name
     assert f"\nAppArmorProfile={profile}\n" in text
 
 
