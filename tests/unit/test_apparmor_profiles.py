@@ -2,7 +2,7 @@
 requires, checked offline: apparmor_parser compiles each one (no kernel needed) with the
 warnings that matter turned into errors, and Debian's python3-apparmor answers what each
 profile allows and denies (tests/unit/apparmor_semantics.py, run with /usr/bin/python3).
-The real kernel's enforcement is checked in a VM by tests/deploy/apparmor_vm.py."""
+The real kernel's enforcement is checked in the deployed VM (tests/deploy/test_vm.py)."""
 
 from __future__ import annotations
 
