@@ -294,6 +294,6 @@ def test_the_ansible_role_installs_every_profile_and_abstraction() -> None:
         assert block, key
         return set(re.findall(r"^  - (\S+)$", block.group(1), re.M))
 
-    assert listed("ddmail_apparmor_profiles") == {p.name for p in PROFILES}
+    assert listed("apparmor_profiles") == {p.name for p in PROFILES}
     abstractions = {p.name for p in (PROFILE_DIR / "abstractions").iterdir()}
-    assert listed("ddmail_apparmor_abstractions") == abstractions
+    assert listed("apparmor_abstractions") == abstractions
