@@ -7,6 +7,26 @@ import re
 import subprocess
 from pathlib import Path
 
+# The services of role ddmail (ansible/roles/ddmail/templates), each rated below; the first five
+# are the long-running ones.
+DDMAIL_SERVICES = (
+    "ddmail-web.service",
+    "ddmail-backend.service",
+    "ddmail-keyhandler.service",
+    "ddmail-pgpstage.service",
+    "ddmail-milter.service",
+    "ddmail-periodic.service",
+    "ddmail-backup.service",
+)
+# Every unit the role installs.
+DDMAIL_UNITS = (
+    *DDMAIL_SERVICES,
+    "ddmail-periodic.timer",
+    "ddmail-backup.timer",
+    "ddmail-postfix-reload.path",
+    "ddmail-postfix-reload.service",
+)
+
 # "OK" or better on systemd's scale (0 = safe, 10 = exposed); the bar for DDMail units.
 MAX_EXPOSURE = 3.9
 

@@ -12,18 +12,8 @@ import pytest
 
 from tests.deploy.chroot import in_chroot
 from tests.deploy.conftest import AppliedRootfs
-from tests.systemd_security import MAX_EXPOSURE, exposure
+from tests.systemd_security import DDMAIL_SERVICES, DDMAIL_UNITS, MAX_EXPOSURE, exposure
 
-DDMAIL_SERVICES = (
-    "ddmail-web.service",
-    "ddmail-backend.service",
-    "ddmail-keyhandler.service",
-    "ddmail-pgpstage.service",
-    "ddmail-milter.service",
-    "ddmail-periodic.service",
-    "ddmail-backup.service",
-)
-DDMAIL_UNITS = (*DDMAIL_SERVICES, "ddmail-periodic.timer", "ddmail-backup.timer")
 # path: (owner, group, mode), docs/architecture.md "deployment layout"
 LAYOUT = {
     "/etc/ddmail/ddmail.toml": ("root", "ddmail", "640"),
@@ -130,6 +120,7 @@ def test_the_units_start_at_boot(applied_rootfs: AppliedRootfs) -> None:
         assert (system / "multi-user.target.wants" / unit).is_symlink(), unit
     for timer in ("ddmail-periodic.timer", "ddmail-backup.timer"):
         assert (system / "timers.target.wants" / timer).is_symlink(), timer
+    assert (system / "paths.target.wants" / "ddmail-postfix-reload.path").is_symlink()
 
 
 def test_secrets_and_state_have_the_layouts_owners_and_modes(

@@ -130,33 +130,26 @@ def test_backup_wipe_restore_and_read_the_mail_again(
     assert (stack.root / "secrets" / "web.key").read_bytes().strip() not in data
     assert ddmail("admin", "backup", "list", *where).stdout.startswith(archive.name + "\t")
 
-    refused = ddmail(
-        "admin",
-        "backup",
-        "restore",
-        archive.name,
-        *where,
-        "--homedir",
-        str(key.homedir),
-        "--passphrase-stdin",
-        stdin=PASSPHRASE,
-    )
+    def restore() -> subprocess.CompletedProcess[str]:
+        return ddmail(
+            "admin",
+            "backup",
+            "restore",
+            archive.name,
+            *where,
+            "--homedir",
+            str(key.homedir),
+            "--passphrase-stdin",
+            stdin=PASSPHRASE,
+        )
+
+    refused = restore()
     assert refused.returncode == 1 and "refusing to overwrite" in refused.stderr
 
     stop(stack)
     wipe(stack)
     assert not stored_files(stack, address)
-    restored = ddmail(
-        "admin",
-        "backup",
-        "restore",
-        archive.name,
-        *where,
-        "--homedir",
-        str(key.homedir),
-        "--passphrase-stdin",
-        stdin=PASSPHRASE,
-    )
+    restored = restore()
     assert restored.returncode == 0, restored.stderr
     assert f"restored {archive.name}" in restored.stdout
     # What the docs say comes next; roles of this test's own on the shared test cluster.

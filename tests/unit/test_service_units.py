@@ -12,25 +12,11 @@ from pathlib import Path
 import pytest
 
 from ddmail_stack.mta import template_env
-from tests.systemd_security import MAX_EXPOSURE, exposure
+from tests.systemd_security import DDMAIL_SERVICES, DDMAIL_UNITS, MAX_EXPOSURE, exposure
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail"
-SERVICES = (
-    "ddmail-web.service",
-    "ddmail-backend.service",
-    "ddmail-keyhandler.service",
-    "ddmail-pgpstage.service",
-    "ddmail-milter.service",
-    "ddmail-periodic.service",
-    "ddmail-backup.service",
-)
-UNITS = (
-    *SERVICES,
-    "ddmail-periodic.timer",
-    "ddmail-backup.timer",
-    "ddmail-postfix-reload.path",
-    "ddmail-postfix-reload.service",
-)
+SERVICES = DDMAIL_SERVICES
+UNITS = DDMAIL_UNITS
 # Processes that need no network beyond loopback (the backend asks DNS; the backup is root).
 NO_NETWORK = (
     "ddmail-web.service",
