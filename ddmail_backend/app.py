@@ -61,6 +61,7 @@ def create_app(
         protected=[cfg.web.global_domain, cfg.mail_hostname],
     )
     sync_operator_routes(db, cfg.operator_address)
+    added_global_domain = domains.ensure_global(cfg.web.global_domain)
     mailboxes = Mailboxes(db, keyhandler, jobs, cfg.mail_root, cfg.reserved_local_parts)
     aliases = Aliases(db, cfg.reserved_local_parts)
     openpgp = OpenPgp(keyhandler, mailboxes)
@@ -72,6 +73,9 @@ def create_app(
         # Postfix caches which domains are local; a changed domain list needs a reload.
         if cfg.postfix_reload:
             subprocess.run(cfg.postfix_reload, check=False, capture_output=True, timeout=30)
+
+    if added_global_domain:
+        reload_postfix()
 
     if run_jobs:
 

@@ -144,6 +144,18 @@ class Domains:
             )
         return _view(domain)
 
+    def ensure_global(self, text: str) -> bool:
+        """The config's global domain exists (added at the backend's start, so a fresh
+        deployment takes mail for it); True if it was added now. Its state is never changed
+        here: an operator may have disabled it."""
+        try:
+            self.add_global(text)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
+
     def list(self, kind: str | None = None, account: str | None = None) -> list[DomainView]:
         query = select(Domain).order_by(Domain.name)
         if kind is not None:

@@ -17,7 +17,6 @@ from sqlalchemy import create_engine, text
 
 from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
-from ddmail_common.errors import ApiError
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
 from ddmail_stack import config_file, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
@@ -169,8 +168,7 @@ class Stack:
         prepare(L)
         self.start_service("keyhandler")
         wait_for("keyhandler unlock port", lambda: port_open(L.unlock_port))
-        self.start_service("backend")
-        seed_global_domain(L)
+        self.start_service("backend")  # it adds the config's global domain at start
         mta.render_mail_config(L, db=mail_db(L))
         self.sink = start_sink(L.sink_dir, L.sink_port)
         self.procs["dovecot"] = mta.start_dovecot(L)
@@ -207,14 +205,6 @@ def _unix_accepts(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(str(path)) == 0
-
-
-def seed_global_domain(layout: StackLayout) -> None:
-    try:
-        admin_client(layout).call("POST", "/v1/domains/global", {"name": GLOBAL_DOMAIN})
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
 
 
 PERIODIC_EVERY = 60.0

@@ -19,7 +19,6 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
     from tests.stackrun import postgres_url
 
     with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         yield svc, create_app(svc.cfg)
 
 

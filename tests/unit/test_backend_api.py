@@ -31,7 +31,6 @@ RECOVERY = "recovery-secret-of-acct-1-" + "x" * 20
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
     with running_services(tmp_path, postgres_url()) as services:
-        services.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         services.web.call(
             "POST", "/v1/accounts/recovery-key", {"account": ACCOUNT, "secret": RECOVERY}
         )
@@ -430,3 +429,9 @@ def test_the_keyhandler_keeps_a_recovery_key_while_the_accounts_mailbox_keys_exi
         as_backend.call("POST", "/v1/recovery-keys/remove", {"account": ACCOUNT})
     assert exc.value.status == 422 and exc.value.code == "account_has_mailboxes"
     assert rows(svc, "SELECT count(*) FROM keyhandler_recovery_keys") == [(1,)]
+
+
+def test_the_configured_global_domain_exists_from_the_backends_start(svc: Services) -> None:
+    """A fresh deployment takes mail for its global domain without an operator step."""
+    listed = svc.admin.call("GET", "/v1/domains/global")["domains"]
+    assert [(d["name"], d["enabled"]) for d in listed] == [(svc.cfg.web.global_domain, True)]

@@ -29,7 +29,6 @@ ALICE, MALLORY = "acct-alice", "acct-mallory"
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
     with running_services(tmp_path, postgres_url()) as services:
-        services.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         yield services
 
 

@@ -26,7 +26,6 @@ DAY = 86400
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[Services, Flask, Browser]]:
     with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         app = create_app(svc.cfg)
         yield svc, app, Browser(app)
 
@@ -179,7 +178,6 @@ def test_pricing_page_and_funds_page_state_the_same_price_from_config(tmp_path: 
     import re
 
     with running_services(tmp_path, postgres_url()) as svc:
-        svc.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         web = dataclasses.replace(svc.cfg.web, price_cents_per_gb_month=250, currency="CHF")
         browser = Browser(create_app(dataclasses.replace(svc.cfg, web=web)))
         browser.login(browser.register())

@@ -28,7 +28,6 @@ OPERATOR = "operator@ops.example"  # tests.services.write_config
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Services]:
     with running_services(tmp_path, postgres_url()) as services:
-        services.admin.call("POST", "/v1/domains/global", {"name": "ddmail.test"})
         services.web.call(
             "POST",
             "/v1/accounts/recovery-key",

@@ -182,7 +182,6 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
     api_log.addHandler(errors)
     try:
         with running_services(root, postgres_url()) as svc:
-            svc.admin.call("POST", "/v1/domains/global", {"name": DOMAIN})
             app = create_app(svc.cfg)
             app.config["PROPAGATE_EXCEPTIONS"] = True  # an exception reaches the test
             state = Panel(app, Browser(app), Registered("", "", "", b""), "", errors)
