@@ -227,6 +227,7 @@ try() { runuser -u "$1" -- psql -XAtq -d ddmail -U "$2" -c 'SELECT current_user'
 try ddmail-web ddmail-web
 try ddmail-keyhandler ddmail-keyhandler
 try postfix ddmail_mailread
+try dovecot ddmail_mailread
 try ddmail-auth ddmail_mailread
 try ddmail-milter ddmail_mailread
 try ddmail-web ddmail-backend
@@ -242,6 +243,7 @@ pg_ctlcluster 15 main stop
     assert found == [
         "ddmail-web",
         "ddmail-keyhandler",
+        "ddmail_mailread",
         "ddmail_mailread",
         "ddmail_mailread",
         "ddmail_mailread",
