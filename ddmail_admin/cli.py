@@ -37,7 +37,12 @@ def cmd_domain(args: argparse.Namespace) -> int:
 def cmd_rotate_master(args: argparse.Namespace) -> int:
     from ddmail_web.keyrotation import rotate_master
 
-    new_id, count = rotate_master(admin_target.config(args))
+    cfg = admin_target.config(args)
+    # The key file is replaced as root (its directory is root's); the secrets are re-wrapped
+    # as the operator account, which peer authentication lets into the panel's tables.
+    new_id, count = rotate_master(
+        cfg, db_identity=lambda: dbadmin.become(dbadmin.ADMIN_ACCOUNT, cfg.db_url)
+    )
     print(
         f"new master key {new_id}; {count} secrets re-wrapped. Remove the old key's line from "
         "the key file once every panel process has restarted."

@@ -169,16 +169,28 @@ def migrate(db_url: str, role_prefix: str = "") -> str:
     return f"database upgraded; owners and grants applied to {count} relations"
 
 
-def become_postgres(db_url: str) -> None:
-    """Run as root: the config (root:ddmail 0640) is read, then this process becomes OS user
-    postgres, which peer authentication maps to the superuser role (the URL names no user)."""
+# The account operator commands use for the panel's data and the backend (the periodic
+# timer's too); peer authentication maps it to its own role.
+ADMIN_ACCOUNT = "ddmail-admin"
+
+
+def become(account: str, db_url: str, supplementary: bool = True) -> None:
+    """Run as root on a server (a userless PostgreSQL URL): become ACCOUNT, which peer
+    authentication maps to its role; root itself has none. Anyone else, SQLite and URLs that
+    name their user (a local stack) are left as they are. Call it after the config is read
+    (root:ddmail 0640)."""
     if os.geteuid() != 0 or db_url.startswith("sqlite") or make_url(db_url).username:
         return
-    postgres = pwd.getpwnam("postgres")
-    os.setgroups([])
-    os.setgid(postgres.pw_gid)
-    os.setuid(postgres.pw_uid)
-    os.environ["HOME"] = postgres.pw_dir
+    entry = pwd.getpwnam(account)
+    os.setgroups(os.getgrouplist(account, entry.pw_gid) if supplementary else [])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ["HOME"] = entry.pw_dir
+
+
+def become_postgres(db_url: str) -> None:
+    """The migration: OS user postgres is mapped to the superuser role."""
+    become("postgres", db_url, supplementary=False)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

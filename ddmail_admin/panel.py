@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ddmail_admin import target as admin_target
+from ddmail_admin.dbadmin import ADMIN_ACCOUNT, become
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
 from ddmail_common.db import Database
@@ -15,6 +16,7 @@ from ddmail_web.state import panel_database
 
 def _setup(args: argparse.Namespace) -> tuple[Config, Database, ServiceClient]:
     cfg = admin_target.config(args)
+    become(ADMIN_ACCOUNT, cfg.db_url)
     return cfg, panel_database(cfg), admin_target.admin_client(cfg)
 
 

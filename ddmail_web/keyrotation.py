@@ -6,6 +6,8 @@ operator removes its line; only the small data keys are re-encrypted, never the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
 
 from ddmail_common.config import Config
@@ -15,12 +17,14 @@ from ddmail_web.state import panel_database
 from ddmail_web.totp_views import context
 
 
-def rotate_master(cfg: Config) -> tuple[str, int]:
-    """Return the new key id and how many secrets were re-wrapped."""
+def rotate_master(cfg: Config, db_identity: Callable[[], None] = lambda: None) -> tuple[str, int]:
+    """Return the new key id and how many secrets were re-wrapped. DB_IDENTITY runs between
+    the file's rotation and the database work (an operator's command drops root there)."""
     path = cfg.web.master_keys
     if path is None:
         raise envelope.KeyFileError("web.master_keys is not set in the config")
     new_id = envelope.MasterKeys.rotate_file(path)
+    db_identity()
     keys = envelope.MasterKeys.load(path)
     db = panel_database(cfg)
     count = 0

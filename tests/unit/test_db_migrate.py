@@ -183,3 +183,23 @@ def test_only_root_with_a_userless_url_becomes_postgres(monkeypatch: pytest.Monk
     postgres = pwd.getpwnam("postgres")
     assert calls == [("setgroups", []), ("setgid", postgres.pw_gid), ("setuid", postgres.pw_uid)]
     assert os.environ["HOME"] == postgres.pw_dir
+
+
+def test_operator_commands_run_by_root_use_the_operator_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """root has no database role: on a server, `ddmail admin` reaches the panel's tables as
+    ddmail-admin (with its groups, for the audit key and the backend's socket)."""
+    calls: list[tuple[str, object]] = []
+    for name in ("setgroups", "setgid", "setuid"):
+        monkeypatch.setattr(os, name, lambda v, n=name: calls.append((n, v)))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("HOME", "/root")
+    dbadmin.become("root", "postgresql+psycopg:///ddmail?host=/var/run/postgresql")
+    root = pwd.getpwnam("root")
+    assert calls == [
+        ("setgroups", os.getgrouplist("root", root.pw_gid)),
+        ("setgid", root.pw_gid),
+        ("setuid", root.pw_uid),
+    ]
+    assert dbadmin.ADMIN_ACCOUNT == "ddmail-admin"
