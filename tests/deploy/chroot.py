@@ -126,17 +126,7 @@ def collections_path() -> Path:
 def in_chroot(root: Path, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a command inside ROOT (with /proc and /dev), output captured."""
     return subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--pid",
-            "--fork",
-            "sh",
-            "-ec",
-            _mounts(root) + ' exec chroot "$R" "$@"',
-            "sh",
-            *argv,
-        ],
+        [*_with_mounts(root, ' exec chroot "$R" "$@"'), *argv],
         env={**os.environ, "R": str(root)},
         capture_output=True,
         text=True,
@@ -158,6 +148,12 @@ def _link_debs(source: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(deb, partial)
         partial.rename(dest)  # atomic: a concurrent reader never sees half a file
+
+
+def _with_mounts(root: Path, command: str) -> list[str]:
+    """argv running COMMAND ("$@" are the arguments after it) in a private mount and PID
+    namespace where ROOT ($R) has /proc and /dev; everything started there ends with it."""
+    return ["unshare", "--mount", "--pid", "--fork", "sh", "-ec", _mounts(root) + command, "sh"]
 
 
 def _mounts(root: Path) -> str:
@@ -201,17 +197,7 @@ def apply(root: Path, *extra: str, timeout: float = 900) -> Recap:
     archives = root / "var/cache/apt/archives"
     _link_debs(APT_ARCHIVES, archives)
     proc = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--pid",
-            "--fork",
-            "sh",
-            "-ec",
-            _mounts(root) + ' exec "$@"',
-            "sh",
-            *argv,
-        ],
+        [*_with_mounts(root, ' exec "$@"'), *argv],
         env=env,
         cwd=ANSIBLE_DIR,
         capture_output=True,
