@@ -302,11 +302,19 @@ class Smoke:
             smtp.send_message(msg)
         return "accepted on 25"
 
-    def imap(self) -> imaplib.IMAP4_SSL:
-        return imaplib.IMAP4_SSL(self.mail_host, 993, ssl_context=self.tls, timeout=60)
+    @contextlib.contextmanager
+    def imap(self) -> Iterator[imaplib.IMAP4_SSL]:
+        """An IMAPS session, logged out at the end (imaplib's close() is the IMAP CLOSE
+        command, illegal outside a selected mailbox: not a way to end a session)."""
+        session = imaplib.IMAP4_SSL(self.mail_host, 993, ssl_context=self.tls, timeout=60)
+        try:
+            yield session
+        finally:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                session.logout()
 
     def inbox(self) -> list[bytes]:
-        with contextlib.closing(self.imap()) as imap:
+        with self.imap() as imap:
             imap.login(self.address, self.password)
             imap.select("INBOX")
             _, data = imap.search(None, "ALL")
@@ -314,7 +322,6 @@ class Smoke:
             for num in data[0].split():
                 _, parts = imap.fetch(num, "(RFC822)")
                 messages.append(bytes(parts[0][1]))  # type: ignore[index]
-            imap.logout()
             return messages
 
     def read_back(self) -> str:
@@ -411,9 +418,9 @@ class Smoke:
         with contextlib.ExitStack() as stack:
             smtp = stack.enter_context(smtplib.SMTP(self.mail_host, 25, timeout=60))
             smtp.ehlo("client.example.org")
-            logged_in = stack.enter_context(contextlib.closing(self.imap()))
+            logged_in = stack.enter_context(self.imap())
             logged_in.login(self.address, self.password)
-            stack.enter_context(contextlib.closing(self.imap()))
+            stack.enter_context(self.imap())
             yield
 
 
