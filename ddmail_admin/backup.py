@@ -95,10 +95,16 @@ def _pg_command(db_url: str, program: str, *args: str) -> list[str]:
             conninfo[key] = str(url.query[key])
     quoted = {k: v.replace("\\", "\\\\").replace("'", "\\'") for k, v in conninfo.items()}
     dsn = " ".join(f"{k}='{v}'" for k, v in quoted.items())
-    command = [program, "--no-password", f"--dbname={dsn}", *args]
-    if os.geteuid() == 0 and not url.username:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    return command
+    return [program, "--no-password", f"--dbname={dsn}", *args]
+
+
+def _pg_identity(db_url: str) -> dict[str, Any]:
+    """subprocess arguments that run a PostgreSQL client as OS user postgres when root runs it
+    on a userless URL (root has no role). The process itself switches (no runuser/PAM: the
+    backup's AppArmor profile lets it exec only the client programs)."""
+    if os.geteuid() == 0 and not make_url(db_url).username:
+        return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
+    return {}
 
 
 def dump_database(db_url: str) -> tuple[str, bytes, dict[str, Any]]:
@@ -121,7 +127,10 @@ def dump_database(db_url: str) -> tuple[str, bytes, dict[str, Any]]:
             memory.close()
         return "database.sqlite3", data, {"kind": "sqlite", **_meta(path.stat())}
     ran = subprocess.run(
-        _pg_command(db_url, "pg_dump", "--format=custom"), capture_output=True, check=False
+        _pg_command(db_url, "pg_dump", "--format=custom"),
+        capture_output=True,
+        check=False,
+        **_pg_identity(db_url),
     )
     if ran.returncode != 0:
         raise BackupError(f"pg_dump failed: {ran.stderr.decode(errors='replace').strip()}")
@@ -328,11 +337,11 @@ def database_has_data(db_url: str) -> bool:
         ran = subprocess.run(
             _pg_command(db_url, "psql", "--no-psqlrc", "--tuples-only", "--no-align",
                         "--command", _PG_HAS_ROWS),
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, **_pg_identity(db_url),
         )  # fmt: skip
         if ran.returncode != 0:
             raise BackupError(f"cannot inspect the database: {ran.stderr.strip()}")
-        return ran.stdout.strip() == "t"
+        return str(ran.stdout).strip() == "t"
     path = Path(make_url(db_url).database or "")
     if not path.exists():
         return False
@@ -533,7 +542,7 @@ def restore_database(db_url: str, manifest: dict[str, Any], dump: bytes, stamp: 
     ran = subprocess.run(
         _pg_command(db_url, "pg_restore", "--clean", "--if-exists", "--single-transaction",
                     "--exit-on-error"),
-        input=dump, capture_output=True, check=False,
+        input=dump, capture_output=True, check=False, **_pg_identity(db_url),
     )  # fmt: skip
     if ran.returncode != 0:
         raise BackupError(f"pg_restore failed: {ran.stderr.decode(errors='replace').strip()}")
