@@ -54,8 +54,9 @@ def backup_public_key(home: Path) -> str:
 
 @pytest.fixture(scope="session")
 def test_host_vars() -> Iterator[Path]:
-    """What a test host differs in from the example inventory: a certificate of its own CA
-    (no ACME without public DNS) and an operator backup key."""
+    """What a test host differs in from the example inventory: the ACME server the VM check
+    starts on loopback (pebble, its HTTPS signed by a CA of the check's own) instead of Let's
+    Encrypt, and an operator backup key."""
     with tempfile.TemporaryDirectory(prefix="ddmail-deploy-") as tmp:
         home = Path(tmp) / "gnupg"
         home.mkdir(mode=0o700)
@@ -63,7 +64,9 @@ def test_host_vars() -> Iterator[Path]:
         extra.write_text(
             json.dumps(
                 {
-                    "ddmail_tls_mode": "selfsigned",
+                    "ddmail_tls_mode": "acme",
+                    "ddmail_acme_server": "https://localhost:14000/dir",
+                    "ddmail_acme_ca_bundle": "/etc/ssl/ddmail-ci/pebble-https.pem",
                     "ddmail_backup_public_key": backup_public_key(home),
                 }
             )

@@ -254,3 +254,25 @@ pg_ctlcluster 15 main stop
         "listen ",
         "views 6",  # migrated: the six mail_* views exist
     ]
+
+
+def test_acme_mode_installs_the_request_command_and_renewals_trust_the_same_ca(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    """tls mode acme in a chroot: nothing is requested yet (no nginx running), but the request
+    command names the inventory's ACME server, and certbot's renewals get its CA bundle."""
+    root = applied_rootfs.root
+    request = root / "usr/local/sbin/ddmail-acme-request"
+    text = request.read_text()
+    assert "--server https://localhost:14000/dir" in text and "--reuse-key" in text
+    assert "export REQUESTS_CA_BUNDLE=/etc/ssl/ddmail-ci/pebble-https.pem" in text
+    assert (request.stat().st_mode & 0o777) == 0o755
+    dropin = root / "etc/systemd/system/certbot.service.d/ddmail-ca-bundle.conf"
+    assert "Environment=REQUESTS_CA_BUNDLE=/etc/ssl/ddmail-ci/pebble-https.pem" in (
+        dropin.read_text()
+    )
+    hook = root / "etc/letsencrypt/renewal-hooks/deploy/ddmail"
+    assert (hook.stat().st_mode & 0o777) == 0o755
+    assert not (root / "etc/letsencrypt/live").exists()
+    config = (root / "etc/ddmail/ddmail.toml").read_text()
+    assert '"/etc/letsencrypt"' in config  # backed up with the other secrets

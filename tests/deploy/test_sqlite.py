@@ -20,7 +20,8 @@ SQLITE_ROOT = Path(os.environ.get("DDMAIL_DEPLOY_SQLITE_ROOT", f"{ROOT}-sqlite")
 @pytest.fixture(scope="module")
 def sqlite_rootfs(test_host_vars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     extra = tmp_path_factory.mktemp("sqlite") / "sqlite.json"
-    extra.write_text(json.dumps({"ddmail_database": "sqlite"}))
+    # The other TLS mode too, so that both are applied: a CA of the host's own, no certbot.
+    extra.write_text(json.dumps({"ddmail_database": "sqlite", "ddmail_tls_mode": "selfsigned"}))
     chroot.extract(SQLITE_ROOT)
     recap = chroot.apply(SQLITE_ROOT, "-e", f"@{test_host_vars}", "-e", f"@{extra}")
     assert recap.returncode == 0, recap.output[-6000:]
@@ -58,3 +59,15 @@ def test_the_services_may_write_the_database_directory(sqlite_rootfs: Path) -> N
 
 def test_no_postgresql_is_installed(sqlite_rootfs: Path) -> None:
     assert not (sqlite_rootfs / "etc/postgresql").exists()
+
+
+def test_selfsigned_mode_signs_with_the_hosts_own_ca_and_installs_no_certbot(
+    sqlite_rootfs: Path,
+) -> None:
+    verified = in_chroot(
+        sqlite_rootfs,
+        "openssl", "verify", "-CAfile", "/etc/ssl/ddmail/ca.pem", "/etc/ssl/ddmail/mail.pem",
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not (sqlite_rootfs / "usr/bin/certbot").exists()
+    assert not (sqlite_rootfs / "usr/local/sbin/ddmail-acme-request").exists()

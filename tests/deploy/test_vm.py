@@ -31,6 +31,7 @@ LAYOUT = {
     "database_name": "ddmail",
     "backup_secret_key": "/ci/backup-secret.asc",
 }
+PEBBLE = "/usr/bin/pebble"
 # The VM stage's budget (the issue: the whole CI well inside 90 minutes; ours < 10).
 BOOT_TIMEOUT_S = 540
 
@@ -42,6 +43,8 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
         "global_domain": host_vars["ddmail_global_domain"],
         "mail_host": host_vars["ddmail_mail_hostname"],
         "panel_host": host_vars["ddmail_panel_hostname"],
+        "acme_server": host_vars["ddmail_acme_server"],
+        "acme_ca_bundle": host_vars["ddmail_acme_ca_bundle"],
         **LAYOUT,
     }
     return {
@@ -50,6 +53,8 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
         "/ci/tests/httpsbrowser.py": (TESTS / "httpsbrowser.py").read_bytes(),
         "/ci/tests/panelforms.py": (TESTS / "panelforms.py").read_bytes(),
         "/ci/config.json": json.dumps(settings).encode(),
+        # The ACME server for tls mode acme: Debian's pebble, one static binary (./dev installs it).
+        "/ci/pebble": Path(PEBBLE).read_bytes(),
         LAYOUT["backup_secret_key"]: backup_secret,
     }
 
@@ -130,5 +135,7 @@ def test_the_vm_checks_cover_what_the_issue_asks(vm_run: VmRun) -> None:
         "no AppArmor denial during the smoke test",
         "backup: restored",
         "read again with the same password",
+        "acme: the request command got a certificate",
+        "acme: a renewal keeps the key",
     ):
         assert part in names, f"no check for {part!r} in: {names}"

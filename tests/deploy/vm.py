@@ -115,7 +115,8 @@ def build_image(
     subprocess.run(["cp", "-al", str(rootfs), str(copy)], check=True)
     try:
         for rel, data in files.items():
-            _add(copy, rel, data, 0o700 if rel.endswith((".py", ".sh")) else 0o600)
+            runnable = rel.endswith((".py", ".sh")) or data.startswith(b"\x7fELF")
+            _add(copy, rel, data, 0o700 if runnable else 0o600)
         _add(
             copy,
             "/etc/systemd/system/ddmail-ci.service",

@@ -424,6 +424,149 @@ class Smoke:
             yield
 
 
+class Acme:
+    """tls mode acme against a real ACME server: pebble (copied into the VM by the host) on
+    loopback, validating HTTP-01 through the deployment's nginx on port 80, as Let's Encrypt
+    would. The deployment's own request command and certbot's renewal are what run."""
+
+    PEBBLE = "/ci/pebble"
+    DIRECTORY = "https://localhost:14000/dir"
+    LIVE = Path("/etc/letsencrypt/live/ddmail")
+    SERVED = ("https 443", "smtp 25", "submission 587", "smtps 465", "imaps 993")
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.home = Path("/root/ci-pebble")
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.issued_serial = ""
+
+    def start_server(self) -> str:
+        """Pebble's HTTPS gets a certificate of its own; the inventory named where its CA
+        lies on the host (ddmail_acme_ca_bundle), as an operator of a private ACME CA would."""
+        assert self.cfg["acme_server"] == self.DIRECTORY, self.cfg["acme_server"]
+        self.home.mkdir(mode=0o700, exist_ok=True)
+        key, cert = self.home / "key.pem", self.home / "cert.pem"
+        run(
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-noenc", "-keyout", str(key), "-out", str(cert), "-days", "30",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+            env={**os.environ, "OPENSSL_CONF": "/dev/null"},
+        )  # fmt: skip
+        bundle = Path(self.cfg["acme_ca_bundle"])
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cert, bundle)
+        config = self.home / "pebble.json"
+        settings = {
+            "listenAddress": "127.0.0.1:14000",
+            "managementListenAddress": "127.0.0.1:15000",
+            "certificate": str(cert),
+            "privateKey": str(key),
+            "httpPort": 80,  # HTTP-01 as on the Internet: the deployment's nginx answers
+            "tlsPort": 5001,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        config.write_text(json.dumps({"pebble": settings}))
+        # No artificial validation delay and no random nonce rejections: a fast, stable run.
+        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        log = open(self.home / "pebble.log", "wb")  # noqa: SIM115 - kept open for pebble
+        self.proc = subprocess.Popen(
+            [self.PEBBLE, "-config", str(config)], stdout=log, stderr=log, env=env
+        )
+        self.tls.load_verify_locations(cafile=str(bundle))
+        wait_until("pebble", lambda: self.fetch("localhost", 14000, "/dir"), 60, 1)
+        root = self.fetch("localhost", 15000, "/roots/0")
+        (self.home / "root.pem").write_text(root)
+        return f"pebble on {self.DIRECTORY}, its root CA fetched"
+
+    def fetch(self, host: str, port: int, path: str) -> str:
+        conn = http.client.HTTPSConnection(host, port, context=self.tls, timeout=30)
+        try:
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            body = answer.read().decode()
+        finally:
+            conn.close()
+        assert answer.status == 200, (answer.status, body[-300:])
+        return body
+
+    def served(self, what: str) -> bytes:
+        """The leaf certificate (DER) a port serves, verified against pebble's root for the
+        name a client uses there."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=str(self.home / "root.pem"))
+        service, port = what.split()
+        host = self.cfg["panel_host"] if service == "https" else self.cfg["mail_host"]
+        with contextlib.ExitStack() as stack:
+            if service == "https":
+                conn = http.client.HTTPSConnection(host, 443, context=ctx, timeout=30)
+                stack.callback(conn.close)
+                conn.connect()
+                sock: Any = conn.sock
+            elif service == "imaps":
+                imap = stack.enter_context(imaplib.IMAP4_SSL(host, 993, ssl_context=ctx))
+                sock = imap.sock
+            elif service == "smtps":
+                sock = stack.enter_context(smtplib.SMTP_SSL(host, 465, context=ctx)).sock
+            else:
+                smtp = stack.enter_context(smtplib.SMTP(host, int(port), timeout=30))
+                smtp.starttls(context=ctx)
+                sock = smtp.sock
+            der: bytes = sock.getpeercert(binary_form=True)
+        return der
+
+    def serial_everywhere(self) -> str:
+        """Every TLS port serves the same ACME certificate (verified), with the host's key."""
+        key = run("openssl", "pkey", "-in", "/etc/ssl/ddmail/mail.key", "-pubout")
+        serials = set()
+        for what in self.SERVED:
+            der = self.served(what)
+            text = subprocess.run(
+                ["openssl", "x509", "-inform", "DER", "-noout", "-serial", "-pubkey"],
+                input=der, capture_output=True, check=True,
+            ).stdout.decode()  # fmt: skip
+            serial, _, pubkey = text.partition("\n")
+            assert pubkey.strip() == key.strip(), f"{what} serves another key than mail.key"
+            serials.add(serial)
+        assert len(serials) == 1, serials
+        return serials.pop()
+
+    def request(self) -> str:
+        """What the playbook runs once nginx is up: the deployment's request command."""
+        out = run("/usr/local/sbin/ddmail-acme-request", timeout=600)
+        assert (self.LIVE / "fullchain.pem").exists(), out
+        self.issued_serial = wait_until("the daemons reloaded", self.serial_everywhere, 60)
+        return f"{self.issued_serial} on {', '.join(self.SERVED)}"
+
+    def renew(self) -> str:
+        """A renewal as certbot.timer makes it (forced: the certificate is not due), with the
+        environment the certbot unit has: same key (--reuse-key), new certificate, and the
+        deploy hook reloaded every daemon."""
+        before = run("openssl", "pkey", "-in", "/etc/ssl/ddmail/mail.key", "-pubout")
+        shown = run("systemctl", "show", "-p", "Environment", "--value", "certbot.service")
+        unit_env = dict(item.split("=", 1) for item in shown.split())
+        assert unit_env.get("REQUESTS_CA_BUNDLE") == self.cfg["acme_ca_bundle"], shown
+        run(
+            "certbot", "renew", "--force-renewal", "--cert-name", "ddmail",
+            "--no-random-sleep-on-renew", "--non-interactive",
+            env={**os.environ, **unit_env}, timeout=600,
+        )  # fmt: skip
+        after = run("openssl", "pkey", "-in", "/etc/ssl/ddmail/mail.key", "-pubout")
+        assert after == before, "the renewal changed the key (a DANE 3 1 1 record would break)"
+        renewed = wait_until(
+            "the renewed certificate served",
+            lambda: (s := self.serial_everywhere()) != self.issued_serial and s,
+            60,
+        )
+        return f"{self.issued_serial} -> {renewed}, same key"
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
 def admin(*args: str) -> str:
     """`ddmail admin ...` as the operator runs it: as root with the server's config (it drops
     to ddmail-admin for the database, whose peer authentication has no role for root)."""
@@ -680,6 +823,18 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             ("operator: a new global domain receives mail at once", smoke.new_global_domain),
         )
     )
+    acme = Acme(cfg)
+    try:
+        started = check("acme: pebble serves ACME on loopback", acme.start_server)
+        if started:  # from here on the daemons serve a certificate of pebble's CA
+            smoke.tls.load_verify_locations(cafile=str(acme.home / "root.pem"))
+        if started and check(
+            "acme: the request command got a certificate, served on every TLS port",
+            acme.request,
+        ):
+            check("acme: a renewal keeps the key and every daemon serves the new one", acme.renew)
+    finally:
+        acme.stop()
     if smoke_ok:
 
         def confined_while_busy() -> str:
