@@ -118,6 +118,46 @@ class StackLayout:
         return self.dovecot_base / "auth-postfix"
 
     @property
+    def filters_dir(self) -> Path:
+        """Redis's, clamd's and rspamd's rendered configuration (roles redis, clamav, rspamd)."""
+        return self.etc / "filters"
+
+    @property
+    def filters_state(self) -> Path:
+        """Their state: Redis's snapshot, rspamd's caches, the ClamAV signature database."""
+        return self.root / "lib" / "filters"
+
+    @property
+    def rspamd_run(self) -> Path:
+        return self.run / "rspamd"
+
+    @property
+    def redis_run(self) -> Path:
+        return self.run / "redis"
+
+    @property
+    def clamd_run(self) -> Path:
+        return self.run / "clamav"
+
+    @property
+    def rspamd_milter_socket(self) -> Path:
+        """The milter Postfix passes every message through (port 25 and submission)."""
+        return self.rspamd_run / "milter.sock"
+
+    @property
+    def rspamd_controller_socket(self) -> Path:
+        """rspamd's controller: learning ham and spam (Dovecot's IMAPSieve scripts)."""
+        return self.rspamd_run / "controller.sock"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.redis_run / "redis.sock"
+
+    @property
+    def clamd_socket(self) -> Path:
+        return self.clamd_run / "clamd.sock"
+
+    @property
     def effective_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.db_dir / 'ddmail.sqlite3'}"
 

@@ -179,6 +179,7 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_virtual_transport": f"lmtp:unix:{layout.socket('pgpstage')}",
         "postfix_dovecot_auth_socket": str(layout.dovecot_auth_socket),
         "postfix_submission_milter": f"unix:{layout.socket('milter')}",
+        "postfix_filter_milter": f"unix:{layout.rspamd_milter_socket}",
         "postfix_message_size_limit": 26214400,
         "postfix_db_driver": db.driver,
         "postfix_sqlite_path": str(db.sqlite_path or ""),
@@ -187,6 +188,29 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_pgsql_user": db.pg_user,
         "postfix_pgsql_password": db.pg_password,
     }
+
+
+SIEVE_SCRIPTS = ("spam-to-junk", "learn-spam", "learn-ham")
+
+
+def render_sieve(layout: StackLayout, variables: Mapping[str, object]) -> None:
+    """The global Sieve scripts and the learning program, compiled as root (Dovecot cannot
+    write next to them), as the dovecot role does."""
+    env = template_env("dovecot")
+    sieve_dir = layout.dovecot_dir / "sieve"
+    (sieve_dir / "bin").mkdir(parents=True, exist_ok=True)
+    for name in SIEVE_SCRIPTS:
+        _write(
+            sieve_dir / f"{name}.sieve",
+            env.get_template(f"sieve/{name}.sieve.j2").render(variables),
+            0o644,
+            "root",
+        )
+    learn = env.get_template("sieve/rspamd-learn.sh.j2").render(variables)
+    _write(sieve_dir / "bin" / "rspamd-learn", learn, 0o755, "root")
+    conf = str(layout.dovecot_dir / "dovecot.conf")
+    for name in SIEVE_SCRIPTS:
+        _run([_tool("sievec"), "-c", conf, str(sieve_dir / f"{name}.sieve")])
 
 
 def dovecot_vars(
@@ -231,6 +255,10 @@ def dovecot_vars(
         "dovecot_pgsql_user": db.pg_user,
         "dovecot_pgsql_password": db.pg_password,
         "dovecot_test_tuning": test_tuning,
+        "dovecot_sieve_dir": str(layout.dovecot_dir / "sieve"),
+        "dovecot_rspamd_controller_socket": str(layout.rspamd_controller_socket),
+        "dovecot_rspamd_group": "_rspamd",
+        "dovecot_spam_filing": True,
     }
 
 
@@ -307,19 +335,16 @@ def render_mail_config(
     keyhandler_token_file.chmod(0o600)
 
     _render_role("postfix", POSTFIX_FILES, layout.postfix_dir, postfix_vars(layout, db))
-    _render_role(
-        "dovecot",
-        DOVECOT_FILES,
-        layout.dovecot_dir,
-        dovecot_vars(
-            layout,
-            db,
-            keyhandler_token_file=keyhandler_token_file,
-            vmail_uid=vmail_uid,
-            vmail_gid=vmail_gid,
-            test_tuning=test_tuning,
-        ),
+    variables = dovecot_vars(
+        layout,
+        db,
+        keyhandler_token_file=keyhandler_token_file,
+        vmail_uid=vmail_uid,
+        vmail_gid=vmail_gid,
+        test_tuning=test_tuning,
     )
+    _render_role("dovecot", DOVECOT_FILES, layout.dovecot_dir, variables)
+    render_sieve(layout, variables)
 
 
 # --- processes -------------------------------------------------------------------------------

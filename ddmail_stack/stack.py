@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
-from ddmail_stack import config_file, mta
+from ddmail_stack import config_file, filters, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
@@ -174,6 +174,10 @@ class Stack:
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.start_service("pgpstage")
         self.start_service("milter")  # before Postfix: submission fails closed without it
+        filters.render_filter_config(L)
+        for name, proc in filters.start_filters(L).items():  # before Postfix: it fails closed
+            self.procs[name] = proc
+            (L.run / f"{name}.pid").write_text(f"{proc.pid}\n")
         self.procs["postfix"] = mta.start_postfix(L)
         self.procs["web"], self.procs["nginx"] = start_panel(L)
         for port in (

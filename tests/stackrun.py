@@ -26,9 +26,16 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from ddmail_common.client import ServiceClient
+from ddmail_stack import filters
+from ddmail_stack.layout import StackLayout
 from ddmail_stack.processes import python_script, spawn
 
 VENV_BIN = Path(sys.executable).parent
+FILTER_STARTERS = {
+    "rspamd": filters.start_rspamd,
+    "clamd": filters.start_clamd,
+    "redis": filters.start_redis,
+}
 TEST_ACCOUNT = "test-account"
 TEST_RECOVERY = "test-recovery-secret-" + "r" * 24
 
@@ -55,6 +62,11 @@ def _passfile() -> Path:
         with os.fdopen(fd, "w") as fh:
             fh.write("127.0.0.1:5432:*:ddmail_test:ddmail_test\n")
     return path
+
+
+# What the tests' "remote servers" greet with: a host name, as real ones do (rspamd scores an
+# address literal).
+SENDER_HELO = "mx.sender.example"
 
 
 @dataclass
@@ -103,7 +115,9 @@ class RunningStack:
         return alias
 
     def smtp(self, port_name: str = "smtp_port") -> smtplib.SMTP:
-        return smtplib.SMTP("127.0.0.1", self.info[port_name], timeout=30)
+        return smtplib.SMTP(
+            "127.0.0.1", self.info[port_name], timeout=30, local_hostname=SENDER_HELO
+        )
 
     def smtps(self) -> smtplib.SMTP_SSL:
         return smtplib.SMTP_SSL(
@@ -181,6 +195,18 @@ class RunningStack:
         os.killpg(self.service_pid(name), signal.SIGTERM)
         wait_until(lambda: not sock.exists(), 20, f"{name} stopped")
 
+    def stop_filter(self, name: str) -> None:
+        """Stop the stack's rspamd, clamd or redis (a fault a test provokes)."""
+        pid = self.service_pid(name)
+        os.killpg(pid, signal.SIGTERM)
+        wait_until(lambda: not _running(pid), 30, f"{name} stopped")
+
+    def start_filter(self, name: str) -> None:
+        """Start it again as the stack does (owned by this test process; stack down finds it
+        by its pid file)."""
+        proc = FILTER_STARTERS[name](StackLayout.load(self.root))
+        (self.root / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
+
     def start_service(self, name: str, sock: Path) -> None:
         """Start ddmail-NAME again, as the stack does (now owned by this test process, which
         stack down still finds by its pid file); wait until it listens on SOCK."""
@@ -195,6 +221,15 @@ class RunningStack:
 # A line a daemon or service logged at error level or worse: Dovecot's "Error:", "Panic:",
 # "Fatal:" and Postfix's "error:", "fatal:", "panic:" (its severity comes first).
 SEVERE_LOG_LINE = re.compile(r"(?:^|: )(?:Error|Panic|Fatal|error|fatal|panic): ")
+
+
+def _running(pid: int) -> bool:
+    """PID exists and is not a zombie (the stack process reaps its children only at exit)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def unexpected_log_errors(log_dir: Path, expected: list[re.Pattern[str]]) -> list[str]:

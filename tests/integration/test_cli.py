@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import subprocess
 import uuid
+from email.utils import formatdate, make_msgid
 
 import pytest
 
@@ -71,7 +72,12 @@ def test_disabled_account_answers_like_an_active_one_but_cannot_log_in(
                 s.ehlo()
                 s.mail("someone@example.org")
                 assert s.rcpt(rcpt)[0] == 250
-                assert s.data(f"Subject: while disabled\r\n\r\n{while_off}\r\n".encode())[0] == 250
+                # A well-formed message (a bare one would rightly be filed into Junk).
+                headers = (
+                    f"From: someone@example.org\r\nTo: {rcpt}\r\nSubject: while disabled\r\n"
+                    f"Date: {formatdate()}\r\nMessage-ID: {make_msgid()}\r\n"
+                )
+                assert s.data(f"{headers}\r\n{while_off}\r\n".encode())[0] == 250
         # A clean NO (not a dropped connection), and the connection stays usable.
         with stack.imap() as imap:
             with pytest.raises(imaplib.IMAP4.error) as refused:

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import smtplib
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from sqlalchemy import create_engine, text
 from tests.integration.test_mail_flow import fetch_all, inbox_has, stored_files
 from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
 
+# A message text only the filters ever see in clear (rspamd and clamd scan before encryption).
+FILTER_TEXT_MARKER = b"filtered-text-" + uuid.uuid4().hex.encode()
 IP_PATTERN = re.compile(rb"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\]")
 
 
@@ -218,7 +221,9 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
         s.sendmail(
             "x@h-198-51-100-88.dyn.example",
             [address],
-            b"Message-ID: <m1@pool-71-105-12-34.example.net>\r\nSubject: hi\r\n\r\nhi\r\n",
+            b"Message-ID: <m1@pool-71-105-12-34.example.net>\r\nSubject: hi\r\n\r\n"
+            + FILTER_TEXT_MARKER
+            + b"\r\n",
         )
     wait_until(
         lambda: b"message-id=<m1@[host]>" in (stack.log_dir / "postfix.log").read_bytes(),
@@ -247,6 +252,18 @@ def test_no_secret_or_ip_in_logs_argv_or_database(stack: RunningStack) -> None:
         assert secret not in dump
     assert b"PRIVATE KEY" not in logs
     assert not IP_PATTERN.findall(logs), IP_PATTERN.findall(logs)[:5]
+    assert FILTER_TEXT_MARKER not in logs
+    # What rspamd, Redis and clamd keep (Bayes tokens, caches, snapshots, signatures): no
+    # address, no host name spelling one, no message text.
+    redis = stack.root / "run" / "redis" / "redis.sock"
+    subprocess.run(["redis-cli", "-s", str(redis), "SAVE"], check=True, capture_output=True)
+    stores = b"\n".join(
+        p.read_bytes() for p in (stack.root / "lib" / "filters").rglob("*") if p.is_file()
+    )
+    assert b"REDIS" in stores  # the snapshot was written and is part of what is checked
+    assert not IP_PATTERN.findall(stores), IP_PATTERN.findall(stores)[:5]
+    assert b"pool-71-105-12-34" not in stores and b"198-51-100-88" not in stores
+    assert FILTER_TEXT_MARKER not in stores
     # No client host name (reverse DNS of 127.0.0.1 is "localhost") and no HELO name.
     assert b"pool-71-105-12-34" not in logs and b"198-51-100-88" not in logs
     assert b"localhost[" not in logs

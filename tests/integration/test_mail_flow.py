@@ -12,14 +12,16 @@ import pytest
 from tests.stackrun import TEST_ACCOUNT, TEST_RECOVERY, RunningStack, wait_until
 
 
-def fetch_all(stack: RunningStack, address: str, password: str) -> list[bytes]:
+def fetch_all(
+    stack: RunningStack, address: str, password: str, folder: str = "INBOX"
+) -> list[bytes]:
     with stack.imap() as imap:
         imap.login(address, password)
-        imap.select("INBOX")
+        imap.select(folder)
         _, data = imap.search(None, "ALL")
         messages = []
         for num in data[0].split():
-            _, parts = imap.fetch(num, "(RFC822)")
+            _, parts = imap.fetch(num, "(BODY.PEEK[])")
             messages.append(bytes(parts[0][1]))  # type: ignore[index]
         return messages
 

@@ -8,6 +8,7 @@ import smtplib
 import urllib.request
 import uuid
 from collections.abc import Callable
+from email.utils import formatdate, make_msgid
 
 import pytest
 
@@ -19,8 +20,12 @@ PORTS = ("587", "465")
 
 
 def raw(headers: dict[str, str], marker: str) -> bytes:
+    """A well-formed message (a bare one would rightly be filed into Junk on port 25)."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"{head}To: <friend@example.net>\r\nSubject: {marker}\r\n\r\n{marker}\r\n".encode()
+    return (
+        f"{head}To: <friend@example.net>\r\nSubject: note {marker}\r\nDate: {formatdate()}\r\n"
+        f"Message-ID: {make_msgid()}\r\n\r\nA short note: {marker}\r\n"
+    ).encode()
 
 
 def other_account_mailbox(stack: RunningStack) -> str:
