@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ddmail_admin import backup_cli, dbadmin, panel
+from ddmail_admin import backup_cli, dbadmin, dnszone, panel
 from ddmail_admin import target as admin_target
 from ddmail_common.config import ConfigError
 from ddmail_common.errors import ApiError
@@ -31,6 +31,13 @@ def cmd_domain(args: argparse.Namespace) -> int:
             {"name": args.name, "enabled": args.action == "enable"},
         )
     print(f"{made['name']}\t{'enabled' if made['enabled'] else 'disabled'}")
+    return 0
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    cfg = admin_target.config(args)
+    domains = admin_target.admin_client(cfg).call("GET", "/v1/domains/global")["domains"]
+    sys.stdout.write(dnszone.render(cfg, [d["name"] for d in domains]))
     return 0
 
 
@@ -59,6 +66,10 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     domain.add_argument("name", nargs="?")
     admin_target.add_arguments(domain)
     domain.set_defaults(func=cmd_domain)
+    dns = admin.add_parser("dns", help="the DNS records to publish, in zone-file syntax")
+    dns.add_argument("action", choices=["zone"])
+    admin_target.add_arguments(dns)
+    dns.set_defaults(func=cmd_dns)
     keys = admin.add_parser("keys", help="the panel's master key")
     keys.add_argument("action", choices=["rotate-master"])
     admin_target.add_arguments(keys)

@@ -7,6 +7,8 @@ import subprocess
 import uuid
 from email.utils import formatdate, make_msgid
 
+import dns.rdatatype
+import dns.zone
 import pytest
 
 from tests.integration.test_mail_flow import inbox_has
@@ -120,3 +122,15 @@ def test_billing_run_acts_on_an_installed_config_as_the_timer_calls_it(
     assert both.returncode == 2 and "not allowed with" in both.stderr
     neither = ddmail(stack, "admin", "billing", "run")
     assert neither.returncode == 2 and "one of the arguments --root --config" in neither.stderr
+
+
+def test_dns_zone_prints_valid_records_for_the_stacks_global_domain(stack: RunningStack) -> None:
+    made = ddmail(stack, "admin", "dns", "zone", "--root", str(stack.root))
+    assert made.returncode == 0, made.stderr
+    soa = ". 3600 IN SOA ns. host. 1 7200 3600 1209600 3600\n"
+    zone = dns.zone.from_text(soa + made.stdout, origin=".", relativize=False, check_origin=False)
+    domain = stack.info["global_domain"]
+    mx = zone.get_rdataset(f"{domain}.", dns.rdatatype.MX)
+    assert mx is not None and [r.to_text() for r in mx] == [f"10 mail.{domain}."]
+    dmarc = zone.get_rdataset(f"_dmarc.{domain}.", dns.rdatatype.TXT)
+    assert dmarc is not None and f"rua=mailto:dmarc@{domain}" in dmarc[0].to_text()

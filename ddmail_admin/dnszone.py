@@ -1,0 +1,89 @@
+"""`ddmail admin dns zone`: every DNS record the global domains and the mail host need, in
+zone-file syntax, computed from the one validated config and the backend's domain list.
+
+Each concern is one function that yields records for a domain (mail routing, sender policy,
+client discovery); later concerns (DKIM selectors, TLSA, MTA-STS, TLS-RPT, DNSSEC signing)
+are added to RECORD_SOURCES or wrap `render`, without touching the others."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ddmail_common.config import Config
+
+DEFAULT_TTL = 3600
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # absolute, with the trailing dot
+    rtype: str
+    data: str
+    comment: str = ""
+
+    def line(self) -> str:
+        text = f"{self.name:<40} IN {self.rtype:<5} {self.data}"
+        return f"{text} ; {self.comment}" if self.comment else text
+
+
+def fqdn(name: str) -> str:
+    return name.rstrip(".").lower() + "."
+
+
+def txt(value: str) -> str:
+    """A TXT value as zone-file strings of at most 255 octets each (RFC 1035)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    chunks = [escaped[i : i + 255] for i in range(0, len(escaped), 255)] or [""]
+    return " ".join(f'"{chunk}"' for chunk in chunks)
+
+
+def mail_routing(cfg: Config, domain: str) -> Iterator[Record]:
+    yield Record(fqdn(domain), "MX", f"10 {fqdn(cfg.mail_hostname)}", "mail for the domain")
+
+
+def sender_policy(cfg: Config, domain: str) -> Iterator[Record]:
+    """SPF: only the MX host sends for the domain. DMARC: receivers quarantine what fails;
+    aggregate reports go to dmarc@ (reserved, delivered to the operator)."""
+    yield Record(fqdn(domain), "TXT", txt("v=spf1 mx -all"), "SPF")
+    dmarc = f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{domain}"
+    yield Record(fqdn(f"_dmarc.{domain}"), "TXT", txt(dmarc), "DMARC")
+
+
+def client_discovery(cfg: Config, domain: str) -> Iterator[Record]:
+    """RFC 6186/8314 service records: submission and IMAP over TLS; "." for what is not
+    offered (plain IMAP, POP3), so clients do not try it."""
+    host = fqdn(cfg.public.mail_hostname)
+    offered = (
+        ("_submissions._tcp", cfg.public.submissions_port),
+        ("_submission._tcp", cfg.public.submission_port),
+        ("_imaps._tcp", cfg.public.imaps_port),
+    )
+    for service, port in offered:
+        yield Record(fqdn(f"{service}.{domain}"), "SRV", f"0 1 {port} {host}")
+    for service in ("_imap._tcp", "_pop3._tcp", "_pop3s._tcp"):
+        yield Record(fqdn(f"{service}.{domain}"), "SRV", "0 0 0 .", "not offered")
+
+
+RecordSource = Callable[[Config, str], Iterable[Record]]
+RECORD_SOURCES: tuple[RecordSource, ...] = (mail_routing, sender_policy, client_discovery)
+
+
+def records(cfg: Config, domains: Iterable[str]) -> list[Record]:
+    return [
+        record for domain in domains for source in RECORD_SOURCES for record in source(cfg, domain)
+    ]
+
+
+def render(cfg: Config, domains: Iterable[str], ttl: int = DEFAULT_TTL) -> str:
+    names = sorted({d.lower().rstrip(".") for d in domains})
+    lines = [
+        f"; DDMail: the records of the global domains {', '.join(names) or '(none)'}",
+        f"; Also needed, not known here: {fqdn(cfg.mail_hostname)} A/AAAA (this server's",
+        ";   addresses) and a PTR record for each of them naming it.",
+        f"$TTL {ttl}",
+    ]
+    for domain in names:
+        lines.append(f"; --- {domain}")
+        lines.extend(record.line() for record in records(cfg, [domain]))
+    return "\n".join(lines) + "\n"
