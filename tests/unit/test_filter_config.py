@@ -104,3 +104,10 @@ def test_submission_runs_the_ownership_milter_first_then_the_filter() -> None:
     assert master_cf.render(values).count(expected) == 2  # 587 and 465
     alone = master_cf.render(role_defaults("postfix"))  # no filter deployed (yet)
     assert alone.count("-o smtpd_milters=unix:/run/ddmail-milter/milter.sock\n") == 2
+
+
+def test_clamds_activation_socket_is_not_world_writable() -> None:
+    """Debian starts clamd by socket activation; the socket unit's mode is what counts."""
+    dropin = template_env("clamav").get_template("clamav-daemon-socket.conf.j2")
+    text = dropin.render({**production_values(), "ansible_managed": "managed"})
+    assert "\nSocketMode=0660\n" in text and "\nSocketGroup=clamav\n" in text
