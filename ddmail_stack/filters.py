@@ -2,7 +2,7 @@
 
 ``ansible/roles/{redis,rspamd,clamav}/templates`` are the only copy of their configuration;
 :func:`render_filter_config` renders them with local values (sockets and state under the
-stack root, the stack's DNS, test GTUBE patterns, a locally built ClamAV signature database:
+stack root, test GTUBE patterns, a locally built ClamAV signature database:
 freshclam cannot reach its mirror here). Each daemon runs in the foreground as its Debian
 package's user, as in production, so the socket groups are the production ones too.
 """
@@ -13,7 +13,6 @@ import grp
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 
 from ddmail_stack.layout import StackLayout
 from ddmail_stack.mta import ROLES_DIR, template_env
-from ddmail_stack.processes import spawn, stop, wait_for
+from ddmail_stack.processes import spawn, stop, unix_accepts, wait_for
 
 RSPAMD_USER = "_rspamd"
 REDIS_USER = "redis"
@@ -57,7 +56,7 @@ def _add_to_groups(user: str, groups: tuple[str, ...]) -> None:
         subprocess.run(["usermod", "-a", "-G", ",".join(missing), user], check=True)
 
 
-def filter_vars(layout: StackLayout, dns: tuple[str, ...]) -> dict[str, object]:
+def filter_vars(layout: StackLayout) -> dict[str, object]:
     """Local values for the redis, rspamd and clamav roles' variables."""
     values = {
         **role_defaults("redis"),
@@ -69,14 +68,12 @@ def filter_vars(layout: StackLayout, dns: tuple[str, ...]) -> dict[str, object]:
             "redis_config_file": str(layout.filters_dir / "redis.conf"),
             "redis_socket": str(layout.redis_socket),
             "redis_dir": str(layout.filters_state / "redis"),
-            "redis_logfile": "",
             "redis_pidfile": str(layout.filters_state / "redis" / "redis.pid"),
             "rspamd_local_confdir": str(layout.filters_dir / "rspamd"),
             "rspamd_milter_socket": str(layout.rspamd_milter_socket),
             "rspamd_controller_socket": str(layout.rspamd_controller_socket),
             "rspamd_redis_socket": str(layout.redis_socket),
             "rspamd_clamd_socket": str(layout.clamd_socket),
-            "rspamd_dns_nameservers": list(dns),
             "rspamd_log_level": "info",
             "rspamd_ip_blocklists": False,  # no Internet
             "rspamd_sender_dns_checks": False,
@@ -104,8 +101,8 @@ def write_signatures(database_dir: Path) -> None:
     (database_dir / "ddmail-test.ndb").write_text("\n".join(lines) + "\n")
 
 
-def render_filter_config(layout: StackLayout, dns: tuple[str, ...] = ()) -> None:
-    values = filter_vars(layout, dns)
+def render_filter_config(layout: StackLayout) -> None:
+    values = filter_vars(layout)
     for directory in (layout.rspamd_run, layout.filters_state / "rspamd"):
         _own(directory, RSPAMD_USER, 0o750)
     for directory in (layout.redis_run, layout.filters_state / "redis"):
@@ -115,8 +112,6 @@ def render_filter_config(layout: StackLayout, dns: tuple[str, ...] = ()) -> None
     # Postfix reaches the milter, rspamd reaches Redis (group redis) and clamd (group clamav).
     _add_to_groups("postfix", (RSPAMD_USER,))
     _add_to_groups(RSPAMD_USER, (REDIS_USER, CLAMAV_USER))
-    for directory, group in ((layout.rspamd_run, RSPAMD_USER), (layout.redis_run, REDIS_USER)):
-        os.chown(directory, -1, grp.getgrnam(group).gr_gid)
     _render("redis", "redis.conf.j2", layout.filters_dir / "redis.conf", values)
     _render("clamav", "clamd.conf.j2", layout.filters_dir / "clamd.conf", values)
     confdir = layout.filters_dir / "rspamd"
@@ -133,12 +128,6 @@ def render_filter_config(layout: StackLayout, dns: tuple[str, ...] = ()) -> None
     clamd_log.touch()
     clamav = pwd.getpwnam(CLAMAV_USER)
     os.chown(clamd_log, clamav.pw_uid, clamav.pw_gid)
-
-
-def _accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(str(path)) == 0
 
 
 def rspamd_argv(layout: StackLayout) -> list[str]:
@@ -169,7 +158,7 @@ def start_redis(layout: StackLayout) -> subprocess.Popen[bytes]:
         REDIS_USER,
         layout.log_dir / "redis.log",
     )
-    wait_for("redis socket", lambda: _accepts(layout.redis_socket), START_TIMEOUT)
+    wait_for("redis socket", lambda: unix_accepts(layout.redis_socket), START_TIMEOUT)
     return proc
 
 
@@ -180,14 +169,16 @@ def start_clamd(layout: StackLayout) -> subprocess.Popen[bytes]:
         [clamd, "--config-file", str(layout.filters_dir / "clamd.conf")],
         layout.log_dir / "clamd-console.log",
     )
-    wait_for("clamd socket", lambda: _accepts(layout.clamd_socket), START_TIMEOUT)
+    wait_for("clamd socket", lambda: unix_accepts(layout.clamd_socket), START_TIMEOUT)
     return proc
 
 
 def start_rspamd(layout: StackLayout) -> subprocess.Popen[bytes]:
     """rspamd's main process stays root (it binds the sockets); its workers run as _rspamd."""
     proc = spawn(rspamd_argv(layout), layout.log_dir / "rspamd.log")
-    wait_for("rspamd milter socket", lambda: _accepts(layout.rspamd_milter_socket), START_TIMEOUT)
+    wait_for(
+        "rspamd milter socket", lambda: unix_accepts(layout.rspamd_milter_socket), START_TIMEOUT
+    )
     return proc
 
 

@@ -67,6 +67,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def unix_accepts(path: Path) -> bool:
+    """True once a server listens on the unix socket PATH."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(str(path)) == 0
+
+
 def wait_for(check_name: str, check: object, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

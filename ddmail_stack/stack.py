@@ -21,7 +21,7 @@ from ddmail_common.migrate import MAIL_VIEWS, upgrade
 from ddmail_stack import config_file, filters, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
-from ddmail_stack.processes import port_open, python_script, spawn, stop, wait_for
+from ddmail_stack.processes import port_open, python_script, spawn, stop, unix_accepts, wait_for
 from ddmail_stack.secrets import ensure_secret
 from ddmail_stack.sink import start_sink
 from ddmail_stack.tls import make_local_tls
@@ -150,7 +150,7 @@ class Stack:
         # Tests and operators find a service by its pid file (its process group leader).
         (self.layout.run / f"{name}.pid").write_text(f"{self.procs[name].pid}\n")
         sock = self.layout.socket(name)
-        wait_for(name, lambda: sock.exists() and _unix_accepts(sock))
+        wait_for(name, lambda: sock.exists() and unix_accepts(sock))
 
     def stop_service(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -201,14 +201,6 @@ class Stack:
         if self.sink is not None:
             self.sink.stop()  # type: ignore[attr-defined]
         (self.layout.root / "stack.json").unlink(missing_ok=True)
-
-
-def _unix_accepts(path: Path) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(str(path)) == 0
 
 
 PERIODIC_EVERY = 60.0
