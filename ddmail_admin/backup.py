@@ -1,6 +1,6 @@
 """Encrypted backups: one tar stream (a consistent database dump, the maildirs, the secrets, the
-TLS key and certificate, a manifest) piped straight into gpg, so no plaintext touches the disk;
-and the restore that verifies everything before it touches the live state (DN 33).
+DKIM keys, the TLS key and certificate, a manifest) piped straight into gpg, so no plaintext
+touches the disk; and the restore that verifies everything before it touches the live state (DN 33).
 
 Archive layout (members in this order):
   roots.json              the paths backed up, so a restore knows where to stage each one
@@ -48,12 +48,19 @@ class BackupError(Exception):
 
 
 def roots(cfg: Config, extra: tuple[Path, ...] = ()) -> list[Path]:
-    """The mail root, every directory holding a secret file, the configured and EXTRA paths."""
+    """The mail root, every directory holding a secret file, the DKIM keys, the configured and
+    EXTRA paths."""
     secret_files = [*cfg.secret_files.values()]
     if cfg.web.master_keys is not None:
         secret_files.append(cfg.web.master_keys)
     found: list[Path] = []
-    for path in (cfg.mail_root, *(p.parent for p in secret_files), *cfg.backup.paths, *extra):
+    for path in (
+        cfg.mail_root,
+        *(p.parent for p in secret_files),
+        cfg.dkim.key_dir,
+        *cfg.backup.paths,
+        *extra,
+    ):
         path = Path(os.path.abspath(path))
         if path not in found:
             found.append(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import Any
 
 from ddmail_admin import backup_cli, dbadmin, dnszone, panel
 from ddmail_admin import target as admin_target
@@ -36,8 +38,42 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 def cmd_dns(args: argparse.Namespace) -> int:
     cfg = admin_target.config(args)
-    domains = admin_target.admin_client(cfg).call("GET", "/v1/domains/global")["domains"]
-    sys.stdout.write(dnszone.render(cfg, [d["name"] for d in domains]))
+    client = admin_target.admin_client(cfg)
+    domains = client.call("GET", "/v1/domains/global")["domains"]
+    keys = client.call("GET", "/v1/dkim")["keys"]
+    sys.stdout.write(dnszone.render(cfg, [d["name"] for d in domains], keys))
+    return 0
+
+
+def _utc(when: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when or 0))
+
+
+def _dkim_line(key: dict[str, Any]) -> str:
+    if key["state"] == "active":
+        detail = f"signing since {_utc(key['active_at'])}"
+    elif key["state"] == "published":
+        detail = f"signs from {_utc(key['switch_after'])} once DNS serves it"
+    else:
+        detail = f"published until {_utc(key['retire_at'])}"
+    return f"{key['domain']}\t{key['selector']}\t{key['state']}\t{key['record']}\t{detail}"
+
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    client = admin_target.admin_client(admin_target.config(args))
+    if args.action == "list":
+        for key in client.call("GET", "/v1/dkim")["keys"]:
+            print(_dkim_line(key))
+        return 0
+    started = client.call("POST", "/v1/dkim/rotate", {"domain": args.domain} if args.domain else {})
+    for key in started["started"]:
+        print(_dkim_line(key))
+    if started["started"]:
+        print(
+            "Publish the new TXT records (`ddmail admin dns zone`); the switch follows by itself."
+        )
+    else:
+        print("No rotation started: every domain has one under way or in its grace period.")
     return 0
 
 
@@ -70,6 +106,11 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     dns.add_argument("action", choices=["zone"])
     admin_target.add_arguments(dns)
     dns.set_defaults(func=cmd_dns)
+    dkim = admin.add_parser("dkim", help="DKIM signing keys: list them, start a rotation")
+    dkim.add_argument("action", choices=["list", "rotate"])
+    dkim.add_argument("domain", nargs="?", help="rotate: only this domain (default: every one)")
+    admin_target.add_arguments(dkim)
+    dkim.set_defaults(func=cmd_dkim)
     keys = admin.add_parser("keys", help="the panel's master key")
     keys.add_argument("action", choices=["rotate-master"])
     admin_target.add_arguments(keys)

@@ -2,17 +2,17 @@
 zone-file syntax, computed from the one validated config and the backend's domain list.
 
 Each concern is one function that yields records for a domain (mail routing, sender policy,
-client discovery); later concerns (DKIM selectors, TLSA, MTA-STS, TLS-RPT, DNSSEC signing)
-are added to RECORD_SOURCES or wrap `render`, without touching the others."""
+client discovery) from the config; the DKIM keys' TXT records come from the backend's key list
+(their names: ddmail_backend.dkim_names). Later concerns (TLSA, MTA-STS, TLS-RPT, DNSSEC
+signing) are added to RECORD_SOURCES or wrap `render`, without touching the others."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ddmail_common.config import Config
-
-DEFAULT_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,36 @@ def records(cfg: Config, domains: Iterable[str]) -> list[Record]:
     ]
 
 
-def render(cfg: Config, domains: Iterable[str], ttl: int = DEFAULT_TTL) -> str:
+DkimKey = Mapping[str, Any]  # one entry of the backend's GET /v1/dkim
+
+
+def dkim_selectors(keys: Iterable[DkimKey]) -> Iterator[Record]:
+    """Every key that is published, signing, or in its grace period: the next and the old key
+    stay in DNS around a switch, so mail signed with either verifies."""
+    for key in keys:
+        comment = f"DKIM {key['domain']} {key['selector']} ({key['state']})"
+        yield Record(fqdn(key["record"]), "TXT", txt(key["value"]), comment)
+
+
+def render(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:
     names = sorted({d.lower().rstrip(".") for d in domains})
     lines = [
         f"; DDMail: the records of the global domains {', '.join(names) or '(none)'}",
         f"; Also needed, not known here: {fqdn(cfg.mail_hostname)} A/AAAA (this server's",
         ";   addresses) and a PTR record for each of them naming it.",
-        f"$TTL {ttl}",
+        f"$TTL {cfg.dns_ttl}",
     ]
     for domain in names:
         lines.append(f"; --- {domain}")
         lines.extend(record.line() for record in records(cfg, [domain]))
+        lines.extend(
+            r.line() for r in dkim_selectors(k for k in dkim_keys if k["domain"] == domain)
+        )
+    customers = [k for k in dkim_keys if k["domain"] not in names]
+    if customers:
+        lines.append(
+            f"; --- DKIM keys of customer domains (their CNAMEs point here, under "
+            f"{cfg.web.global_domain})"
+        )
+        lines.extend(record.line() for record in dkim_selectors(customers))
     return "\n".join(lines) + "\n"

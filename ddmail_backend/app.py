@@ -12,6 +12,7 @@ from flask import Flask, Response, request
 from ddmail_backend.accounts import Accounts
 from ddmail_backend.addresses import parse_address
 from ddmail_backend.aliases import Aliases
+from ddmail_backend.dkim import DkimKeys
 from ddmail_backend.dnscheck import DnsPythonResolver, Resolver
 from ddmail_backend.domains import Domains, parse_domain
 from ddmail_backend.jobs import JobQueue
@@ -55,11 +56,9 @@ def create_app(
     app = make_api("ddmail_backend", verifier)
     keyhandler = ServiceClient("backend", cfg.secret("backend"), cfg.keyhandler_socket, "key")
     jobs = JobQueue(db)
-    domains = Domains(
-        db,
-        resolver or DnsPythonResolver(cfg.dns_nameservers, cfg.dns_port),
-        protected=[cfg.web.global_domain, cfg.mail_hostname],
-    )
+    resolver = resolver or DnsPythonResolver(cfg.dns_nameservers, cfg.dns_port)
+    domains = Domains(db, resolver, protected=[cfg.web.global_domain, cfg.mail_hostname])
+    dkim = DkimKeys(db, cfg.dkim, resolver, cfg.web.global_domain, cfg.dns_ttl)
     sync_operator_routes(db, cfg.operator_address)
     added_global_domain = domains.ensure_global(cfg.web.global_domain)
     mailboxes = Mailboxes(db, keyhandler, jobs, cfg.mail_root, cfg.reserved_local_parts)
@@ -81,6 +80,7 @@ def create_app(
 
         def periodic() -> None:
             mailboxes.reap_pending()
+            dkim.maintain()
             changed = domains.maintain_now_and_then()
             if changed and (changed["suspended"] or changed["restored"]):
                 reload_postfix()
@@ -94,6 +94,7 @@ def create_app(
     def add_global_domain() -> Response:
         view = domains.add_global(field(json_body(), "name", str, 300))
         reload_postfix()
+        dkim.maintain()  # its key pair now, not at the next periodic run
         return json_response(201, view.as_json())
 
     @app.get("/v1/domains/global")
@@ -111,6 +112,20 @@ def create_app(
         )
         reload_postfix()
         return json_response(200, view.as_json())
+
+    # -- DKIM keys (operator) --------------------------------------------------------------
+    @app.get("/v1/dkim")
+    @authenticated(ADMIN)
+    def list_dkim_keys() -> Response:
+        return json_response(200, {"keys": [k.as_json() for k in dkim.list()]})
+
+    @app.post("/v1/dkim/rotate")
+    @authenticated(ADMIN)
+    @idem.wrap
+    def rotate_dkim_keys() -> Response:
+        data = json_body()
+        domain = parse_domain(field(data, "domain", str, 300)) if "domain" in data else None
+        return json_response(200, {"started": [k.as_json() for k in dkim.rotate(domain)]})
 
     # -- account domains -------------------------------------------------------------------
     @app.get("/v1/domains")
@@ -142,6 +157,7 @@ def create_app(
         data = json_body()
         view = domains.verify(*_owned(data, "name"))
         reload_postfix()
+        dkim.maintain()
         return json_response(200, view.as_json())
 
     @app.get("/v1/domains/events")

@@ -10,6 +10,7 @@ from typing import Protocol
 import dns.exception
 import dns.resolver
 
+from ddmail_backend.dkim_names import SELECTORS, customer_cname
 from ddmail_common.validators import operator_address
 
 VERIFY_LABEL = "_ddmail-verify"
@@ -112,8 +113,9 @@ def expected_records(domain: str, token: str, mail_host: str, global_domain: str
         Expected("TXT", verification_name(domain), verification_value(token), "ownership"),
         Expected("MX", domain, f"10 {mail_host}.", "MX"),
         Expected("TXT", domain, "v=spf1 mx -all", "SPF"),
-        Expected(
-            "CNAME", f"ddmail1._domainkey.{domain}", f"ddmail1._domainkey.{global_domain}.", "DKIM"
+        *(
+            Expected("CNAME", name, f"{target}.", "DKIM")
+            for name, target in (customer_cname(domain, sel, global_domain) for sel in SELECTORS)
         ),
         Expected("TXT", f"_dmarc.{domain}", "v=DMARC1; p=quarantine", "DMARC"),
         Expected("TXT", f"_mta-sts.{domain}", "v=STSv1; id=1", "MTA-STS"),

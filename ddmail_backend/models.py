@@ -109,6 +109,23 @@ class Tombstone(Base):
     removed_at: Mapped[int] = mapped_column(Integer)
 
 
+class DkimKey(Base):
+    """A domain's DKIM key pair: the public half and its life (published -> active -> retiring,
+    then deleted). The private half is a file in DkimSettings.key_dir, never a column."""
+
+    __tablename__ = "backend_dkim_keys"
+    __table_args__ = (UniqueConstraint("domain", "selector", name="uq_backend_dkim_keys"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), index=True)
+    selector: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(Text)  # base64 DER SubjectPublicKeyInfo (p=)
+    created_at: Mapped[int] = mapped_column(Integer)  # published in DNS from then on
+    active_at: Mapped[int | None] = mapped_column(Integer)
+    retire_at: Mapped[int | None] = mapped_column(Integer)  # set at the switch
+
+
 class Job(Base):
     __tablename__ = "backend_jobs"
 

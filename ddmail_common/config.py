@@ -98,6 +98,22 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class DkimSettings:
+    """DKIM signing keys (section [dkim], DN 38): one key pair per domain, two alternating
+    selectors, rotated without a change in the customers' DNS."""
+
+    # The backend writes each private key here once (the directory is group _rspamd, setgid);
+    # rspamd signs with them. Never in the database.
+    key_dir: Path = Path("/var/lib/ddmail/dkim")
+    rotate_days: int = 180  # a scheduled rotation starts this long after a key became active
+    # The next key signs only once DNS serves it and dns_ttl + switch_margin_seconds have
+    # passed since it was published, so no resolver still has the old answer cached.
+    switch_margin_seconds: int = 3600
+    grace_seconds: int = 7 * 86400  # the old key stays published this long after the switch
+    check_dns: bool = True  # the switch waits until DNS serves the next key
+
+
+@dataclass(frozen=True)
 class Config:
     db_url: str
     backend_socket: Path
@@ -119,6 +135,8 @@ class Config:
     web: WebSettings = field(default_factory=WebSettings)
     milter: MilterSettings = field(default_factory=MilterSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
+    dns_ttl: int = 3600  # the TTL of the records `ddmail admin dns zone` prints
     source: Path = field(default=Path("-"))
 
     def secret(self, name: str) -> bytes:
@@ -181,6 +199,13 @@ def _port(data: dict[str, Any], setting: str, default: int) -> int:
     if not 0 < port < 65536:
         raise ConfigError(f"{setting}: expected a port number, got {port}")
     return port
+
+
+def _positive(data: dict[str, Any], setting: str, default: int) -> int:
+    value: int = _get(data, setting, int, default)
+    if value < 1:
+        raise ConfigError(f"{setting}: expected a positive whole number, got {value}")
+    return value
 
 
 def _single_lines(items: list[Any], setting: str) -> tuple[str, ...]:
@@ -254,6 +279,25 @@ def parse_backup(data: dict[str, Any]) -> BackupSettings:
         public_key=_absolute(key, "backup.public_key") if key else None,
         keep=keep,
         paths=tuple(_absolute(p, "backup.paths") for p in paths),
+    )
+
+
+def parse_dkim(data: dict[str, Any]) -> DkimSettings:
+    """Section [dkim]: where the signing keys live and how rotation is timed."""
+    numbers = {
+        name: _get(data, f"dkim.{name}", int, getattr(DkimSettings, name))
+        for name in ("rotate_days", "switch_margin_seconds", "grace_seconds")
+    }
+    if numbers["rotate_days"] < 0 or numbers["switch_margin_seconds"] < 0:
+        raise ConfigError("dkim.rotate_days and dkim.switch_margin_seconds: 0 or more")
+    if numbers["grace_seconds"] < 1:
+        raise ConfigError("dkim.grace_seconds: at least 1 (the old key stays published)")
+    return DkimSettings(
+        key_dir=_absolute(
+            _get(data, "dkim.key_dir", str, str(DkimSettings.key_dir)), "dkim.key_dir"
+        ),
+        check_dns=_get(data, "dkim.check_dns", bool, True),
+        **numbers,
     )
 
 
@@ -336,6 +380,8 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         web=web,
         milter=milter,
         backup=parse_backup(data),
+        dkim=parse_dkim(data),
+        dns_ttl=_positive(data, "backend.dns_ttl", 3600),
         public=parse_public(data, mail_hostname, web.global_domain),
         operator_address=_operator_address(data, web.global_domain),
         db_url=db_url,

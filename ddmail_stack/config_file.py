@@ -20,6 +20,10 @@ OPERATOR_ADDRESS = "operator@operator.invalid"
 STACK_SEND_LIMIT_RECIPIENTS = 30
 
 
+STACK_DNS_TTL = 5
+STACK_DKIM_GRACE_SECONDS = 15
+
+
 def render(
     layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int, milter_db_url: str
 ) -> str:
@@ -33,6 +37,7 @@ def render(
         f"mail_root = {q(str(layout.mail_root))}",
         f"postfix_reload = {q(['postfix', '-c', str(layout.postfix_dir), 'reload'])}",
         "reserved_local_parts = []",
+        f"dns_ttl = {STACK_DNS_TTL}",
         # postmaster@, abuse@ and the report addresses: delivered to the sink (OPERATOR_ADDRESS).
         f"operator_address = {q(OPERATOR_ADDRESS)}",
         "",
@@ -60,6 +65,14 @@ def render(
         f"master_keys = {q(str(layout.secrets / 'master.keys'))}",
         f"argon2_memory_kib = {argon2_memory_kib}",
         f"argon2_time_cost = {argon2_time_cost}",
+        "",
+        "[dkim]",
+        f"key_dir = {q(str(layout.dkim_keys))}",
+        # A rotation completes in seconds here (production: a TTL plus an hour, then a week
+        # of grace), and no DNS serves the stack's zone, so the switch does not ask it.
+        "switch_margin_seconds = 0",
+        f"grace_seconds = {STACK_DKIM_GRACE_SECONDS}",
+        "check_dns = false",
         "",
         "[public]",
         # What the pages and autoconfig tell mail programs: this machine, the stack's ports.

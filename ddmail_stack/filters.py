@@ -75,6 +75,9 @@ def filter_vars(layout: StackLayout) -> dict[str, object]:
             "rspamd_redis_socket": str(layout.redis_socket),
             "rspamd_clamd_socket": str(layout.clamd_socket),
             "rspamd_log_level": "info",
+            "rspamd_dkim_key_dir": str(layout.dkim_keys),
+            # A key switch reaches rspamd within seconds (production: a minute).
+            "rspamd_map_watch_interval": "2s",
             "rspamd_ip_blocklists": False,  # no Internet
             "rspamd_sender_dns_checks": False,
             "rspamd_test_patterns": True,
@@ -99,6 +102,14 @@ def write_signatures(database_dir: Path) -> None:
     """ClamAV's extended signature format (.ndb): name, any file type, any offset, hex."""
     lines = [f"{name}:0:*:{pattern.hex()}" for name, pattern in SIGNATURES]
     (database_dir / "ddmail-test.ndb").write_text("\n".join(lines) + "\n")
+
+
+def prepare_dkim_keys(layout: StackLayout) -> None:
+    """Before the backend starts (it makes the keys): root's, group _rspamd, setgid so each key
+    file gets that group, not listable by others."""
+    layout.dkim_keys.mkdir(parents=True, exist_ok=True)
+    os.chown(layout.dkim_keys, 0, grp.getgrnam(RSPAMD_USER).gr_gid)
+    layout.dkim_keys.chmod(0o2750)
 
 
 def render_filter_config(layout: StackLayout) -> None:

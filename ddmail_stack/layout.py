@@ -128,6 +128,11 @@ class StackLayout:
         return self.root / "lib" / "filters"
 
     @property
+    def dkim_keys(self) -> Path:
+        """The DKIM private keys and selector map: written by the backend, read by rspamd."""
+        return self.root / "lib" / "dkim"
+
+    @property
     def rspamd_run(self) -> Path:
         return self.run / "rspamd"
 

@@ -68,6 +68,7 @@ def prepare(layout: StackLayout) -> None:
         ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"],
     )
     upgrade(layout.effective_db_url)
+    filters.prepare_dkim_keys(layout)
     if layout.effective_db_url.startswith("sqlite"):
         share_sqlite_with_postfix(layout.db_dir)
     (layout.etc / "ddmail.toml").write_text(

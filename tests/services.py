@@ -33,6 +33,7 @@ def write_config(
         path.chmod(0o600)
         secrets[name] = str(path)
     extra = extra or {}
+    (root / "dkim").mkdir(exist_ok=True)
     master = root / "master.keys"
     if not master.exists():
         MasterKeys.generate_file(master)
@@ -58,6 +59,7 @@ def write_config(
                 **extra.get("web", {}),
             },
             "public": extra.get("public", {}),
+            "dkim": {"key_dir": str(root / "dkim"), **extra.get("dkim", {})},
         }
     )
 

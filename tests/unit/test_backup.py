@@ -41,6 +41,7 @@ def config_data(root: Path) -> dict[str, Any]:
         "secrets": {"web": str(root / "secrets" / "web.key")},
         "web": {"master_keys": str(root / "secrets" / "master.keys")},
         "backup": {"dir": str(root / "backups"), "keep": 2, "paths": [str(root / "tls")]},
+        "dkim": {"key_dir": str(root / "dkim")},
     }
 
 
@@ -62,6 +63,9 @@ def deployment(root: Path, key: OperatorKey) -> Config:
         (root / "secrets" / name).chmod(0o640)
     (root / "tls").mkdir()
     (root / "tls" / "key.pem").write_text("tls key")
+    (root / "dkim").mkdir(mode=0o2750)
+    (root / "dkim" / "example.org.ddm1.key").write_text(f"{MARKER}-dkim-private-key")
+    (root / "dkim" / "example.org.ddm1.key").chmod(0o640)
     (root / "db").mkdir()
     url = f"sqlite:///{root / 'db' / 'ddmail.sqlite3'}"
     migrate(url)
@@ -120,7 +124,7 @@ def test_backup_is_encrypted_0600_and_restores_everything(tmp_path: Path, key: O
         restore(cfg, made, key)
     assert not list(root.glob(".*ddmail-restore*"))
 
-    for part in ("mail", "secrets", "tls", "db"):
+    for part in ("mail", "secrets", "tls", "dkim", "db"):
         shutil.rmtree(root / part)
     done = restore(cfg, made, key)
     assert done.kept_aside == []
@@ -131,6 +135,9 @@ def test_backup_is_encrypted_0600_and_restores_everything(tmp_path: Path, key: O
     assert (root / "secrets").stat().st_mode & 0o777 == 0o750
     assert (root / "secrets" / "web.key").stat().st_mode & 0o777 == 0o640
     assert (root / "tls" / "key.pem").read_text() == "tls key"
+    dkim_key = root / "dkim" / "example.org.ddm1.key"
+    assert dkim_key.read_text() == f"{MARKER}-dkim-private-key"  # inside the encrypted archive
+    assert dkim_key.stat().st_mode & 0o777 == 0o640
     with sqlite3.connect(root / "db" / "ddmail.sqlite3") as conn:
         assert conn.execute("SELECT id FROM web_accounts").fetchall() == [(MARKER,)]
 
@@ -174,7 +181,7 @@ def test_a_tampered_archive_is_refused_before_anything_moves(
                 data = io.BytesIO(b"Subject: forged!\n"[: member.size].ljust(member.size))
             dst.addfile(member, data)
     tampered = encrypt_to(key, out.getvalue(), tmp_path / "tampered.tar.gpg")
-    for part in ("mail", "secrets", "tls", "db"):
+    for part in ("mail", "secrets", "tls", "dkim", "db"):
         shutil.rmtree(root / part)
     with pytest.raises(backup.BackupError, match=r"1\.eml: sha256 does not match"):
         restore(cfg, tampered, key)
