@@ -52,11 +52,26 @@ def backup_public_key(home: Path) -> str:
     return run("--armor", "--export")
 
 
+# The filters on a host without the Internet, as the local stack runs them
+# (ddmail_stack/filters.py): no DNS lists, no sender DNS checks, a resolver that answers at
+# once (nothing listens on the VM's port 53), the GTUBE test variants (Junk), a log of every
+# verdict (info) to look for addresses in, and freshclam masked: the VM check puts a locally
+# built signature database in place instead (tests/deploy/test_vm.py).
+FILTERS_OFFLINE = {
+    "rspamd_ip_blocklists": False,
+    "rspamd_sender_dns_checks": False,
+    "rspamd_dns_nameservers": ["127.0.0.1:53"],
+    "rspamd_test_patterns": True,
+    "rspamd_log_level": "info",
+    "clamav_freshclam": False,
+}
+
+
 @pytest.fixture(scope="session")
 def test_host_vars() -> Iterator[Path]:
     """What a test host differs in from the example inventory: the ACME server the VM check
     starts on loopback (pebble, its HTTPS signed by a CA of the check's own) instead of Let's
-    Encrypt, and an operator backup key."""
+    Encrypt, an operator backup key, and the filters without the Internet."""
     with tempfile.TemporaryDirectory(prefix="ddmail-deploy-") as tmp:
         home = Path(tmp) / "gnupg"
         home.mkdir(mode=0o700)
@@ -68,6 +83,7 @@ def test_host_vars() -> Iterator[Path]:
                     "ddmail_acme_server": "https://localhost:14000/dir",
                     "ddmail_acme_ca_bundle": "/etc/ssl/ddmail-ci/pebble-https.pem",
                     "ddmail_backup_public_key": backup_public_key(home),
+                    **FILTERS_OFFLINE,
                 }
             )
         )
