@@ -49,6 +49,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_milter_group": "root",
         "ddmail_mail_root": "/var/lib/ddmail/mail",
         "ddmail_backup_dir": "/var/lib/ddmail/backups",
+        "ddmail_dkim_key_dir": "/var/lib/ddmail/dkim",
         "ddmail_writable_paths": ["/var/lib/ddmail/sqlite"],
         "ddmail_milter_writable_paths": ["/var/lib/ddmail/sqlite"],
         "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
