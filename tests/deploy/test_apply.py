@@ -276,3 +276,29 @@ def test_acme_mode_installs_the_request_command_and_renewals_trust_the_same_ca(
     assert not (root / "etc/letsencrypt/live").exists()
     config = (root / "etc/ddmail/ddmail.toml").read_text()
     assert '"/etc/letsencrypt"' in config  # backed up with the other secrets
+
+
+def test_the_filters_are_in_the_mail_path_and_start_at_boot(applied_rootfs: AppliedRootfs) -> None:
+    """Roles redis, clamav and rspamd deployed: Postfix calls rspamd's milter on every port,
+    Dovecot files spam into Junk, the sockets' groups hold who talks to them, the three units
+    start at boot, and freshclam is masked only because the test inventory says so (offline)."""
+    root = applied_rootfs.root
+    milter = "unix:/run/rspamd/milter.sock"
+    assert ok(in_chroot(root, "postconf", "-h", "smtpd_milters")).strip() == milter
+    # 465 and 587: DDMail's submission milter first, then rspamd's.
+    master = ok(in_chroot(root, "postconf", "-P"))
+    overrides = [line for line in master.splitlines() if "/smtpd_milters = " in line]
+    assert len(overrides) == 2 and all(o.endswith(f",{milter}") for o in overrides), master
+    assert "spam-to-junk.sieve" in ok(in_chroot(root, "doveconf", "-n"))
+    groups = {u: set(ok(in_chroot(root, "id", "-nG", u)).split()) for u in ("postfix", "_rspamd")}
+    assert "_rspamd" in groups["postfix"]
+    assert {"redis", "clamav"} <= groups["_rspamd"]
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    for unit in ("redis-server.service", "clamav-daemon.service", "rspamd.service"):
+        assert (wants / unit).is_symlink(), unit
+    assert (root / "etc/systemd/system/sockets.target.wants/clamav-daemon.socket").is_symlink()
+    freshclam = root / "etc/systemd/system/clamav-freshclam.service"
+    assert freshclam.is_symlink() and str(freshclam.readlink()) == "/dev/null"
+    dropin = (root / "etc/systemd/system/rspamd.service.d/ddmail.conf").read_text()
+    assert "ExecStart=/opt/ddmail/venv/bin/ddmail-logwrap -- /usr/bin/rspamd" in dropin
+    ok(in_chroot(root, "rspamadm", "configtest", "--strict"))
