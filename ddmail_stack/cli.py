@@ -4,6 +4,7 @@ hands this area here; `ddmail admin ...` is ddmail_admin's)."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shlex
 import signal
@@ -27,7 +28,9 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     if args.db and has_inline_password(args.db):
         print(f"error: --db {URL_CREDENTIAL_REFUSED}", file=sys.stderr)
         return 2
-    layout = StackLayout(root=args.root, port_base=args.port_base, db_url=args.db or "")
+    layout = StackLayout(
+        root=args.root, port_base=args.port_base, db_url=args.db or "", dns_server=args.dns or ""
+    )
     stack = Stack(layout)
     try:
         stack.up()
@@ -95,6 +98,17 @@ def cmd_add_mailbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def dns_server(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected IP:PORT, got {text!r}") from None
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected IP:PORT, got {text!r}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddmail")
     top = p.add_subparsers(dest="area", required=True)
@@ -106,6 +120,13 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--root", type=admin_target.absolute, required=True)
     up.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE)
     up.add_argument("--db", default=None, help="database URL (default: SQLite under --root)")
+    up.add_argument(
+        "--dns",
+        type=dns_server,
+        default=None,
+        help="HOST:PORT of the DNS server to resolve through, e.g. a local authoritative server "
+        "serving test zones (default: the machine's resolver)",
+    )
     up.set_defaults(func=cmd_stack_up)
     down = stack.add_parser("down", help="stop a running stack")
     down.add_argument("--root", type=admin_target.absolute, required=True)

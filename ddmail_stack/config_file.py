@@ -24,6 +24,14 @@ STACK_DNS_TTL = 5
 STACK_DKIM_GRACE_SECONDS = 15
 
 
+def dns_lines(layout: StackLayout) -> list[str]:
+    """[backend] settings for --dns: the one server, at its port."""
+    if not layout.dns_server:
+        return []
+    host, _, port = layout.dns_server.rpartition(":")
+    return [f"dns_nameservers = {json.dumps([host])}", f"dns_port = {port}"]
+
+
 def render(
     layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int, milter_db_url: str
 ) -> str:
@@ -38,6 +46,7 @@ def render(
         f"postfix_reload = {q(['postfix', '-c', str(layout.postfix_dir), 'reload'])}",
         "reserved_local_parts = []",
         f"dns_ttl = {STACK_DNS_TTL}",
+        *dns_lines(layout),
         # postmaster@, abuse@ and the report addresses: delivered to the sink (OPERATOR_ADDRESS).
         f"operator_address = {q(OPERATOR_ADDRESS)}",
         "",
@@ -68,11 +77,11 @@ def render(
         "",
         "[dkim]",
         f"key_dir = {q(str(layout.dkim_keys))}",
-        # A rotation completes in seconds here (production: a TTL plus an hour, then a week
-        # of grace), and no DNS serves the stack's zone, so the switch does not ask it.
+        # A rotation completes in seconds here (production: a TTL plus an hour, then a week of
+        # grace). The switch waits for DNS only where the stack has a DNS server (--dns).
         "switch_margin_seconds = 0",
         f"grace_seconds = {STACK_DKIM_GRACE_SECONDS}",
-        "check_dns = false",
+        f"check_dns = {'true' if layout.dns_server else 'false'}",
         "",
         "[public]",
         # What the pages and autoconfig tell mail programs: this machine, the stack's ports.

@@ -78,6 +78,7 @@ def filter_vars(layout: StackLayout) -> dict[str, object]:
             "rspamd_dkim_key_dir": str(layout.dkim_keys),
             # A key switch reaches rspamd within seconds (production: a minute).
             "rspamd_map_watch_interval": "2s",
+            "rspamd_dns_nameservers": [layout.dns_server] if layout.dns_server else [],
             "rspamd_ip_blocklists": False,  # no Internet
             "rspamd_sender_dns_checks": False,
             "rspamd_test_patterns": True,

@@ -17,6 +17,9 @@ class StackLayout:
     root: Path
     port_base: int = DEFAULT_PORT_BASE
     db_url: str = ""
+    # HOST:PORT of a DNS server the stack resolves through (backend checks, rspamd's SPF, DKIM
+    # and DMARC); "" = the machine's resolver.
+    dns_server: str = ""
 
     # ports (all on 127.0.0.1)
     @property
@@ -202,6 +205,7 @@ class StackLayout:
             "backend_socket": str(self.socket("backend")),
             "keyhandler_socket": str(self.socket("keyhandler")),
             "config": str(self.etc / "ddmail.toml"),
+            "dns_server": self.dns_server,
         }
 
     def write_stack_json(self) -> None:
@@ -213,4 +217,9 @@ class StackLayout:
     @classmethod
     def load(cls, root: Path) -> StackLayout:
         data = json.loads((root / "stack.json").read_text())
-        return cls(root=root, port_base=int(data["port_base"]), db_url=str(data["db_url"]))
+        return cls(
+            root=root,
+            port_base=int(data["port_base"]),
+            db_url=str(data["db_url"]),
+            dns_server=str(data.get("dns_server", "")),
+        )

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.authdns import AuthDns
 from tests.stackrun import (
     VENV_BIN,
     RunningStack,
@@ -19,8 +20,16 @@ from tests.stackrun import (
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[RunningStack]:
-    running = start_stack()
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    # The stack resolves through a real authoritative server on loopback (NSD) whose zones the
+    # tests publish: senders' SPF/DKIM/DMARC, customer domains' proofs, the operator's zone.
+    dns = AuthDns(tmp_path_factory.mktemp("authdns"))
+    dns.start()
+    try:
+        running = start_stack(dns)
+    except BaseException:
+        dns.stop()
+        raise
     yield running
     # `ddmail stack down` is what an operator runs; it must stop everything the stack started.
     subprocess.run(
@@ -30,6 +39,7 @@ def stack() -> Iterator[RunningStack]:
     )
     assert running.proc.wait(30) == 0
     stop_stack_proc(running.proc)
+    dns.stop()
     # After every test of the session and the shutdown: no daemon or service logged an error
     # that no deliberate fault explains (an operator must be able to trust "Error:").
     errors = unexpected_log_errors(running.log_dir, running.expected_log_errors)

@@ -29,6 +29,7 @@ from ddmail_common.client import ServiceClient
 from ddmail_stack import filters
 from ddmail_stack.layout import StackLayout
 from ddmail_stack.processes import python_script, spawn
+from tests.authdns import AuthDns
 
 VENV_BIN = Path(sys.executable).parent
 FILTER_STARTERS = {
@@ -74,6 +75,8 @@ class RunningStack:
     root: Path
     info: dict[str, Any]
     proc: subprocess.Popen[bytes]
+    # The authoritative DNS server the stack resolves through (--dns), if it was given one.
+    dns: AuthDns | None = None
     # Errors tests provoke on purpose; any other error-level log line fails the session.
     expected_log_errors: list[re.Pattern[str]] = field(default_factory=list)
 
@@ -275,7 +278,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def start_stack() -> RunningStack:
+def start_stack(dns: AuthDns | None = None) -> RunningStack:
     root = Path(tempfile.mkdtemp(prefix="ddm-", dir="/tmp"))
     port_base = free_port_base()
     argv = [
@@ -290,6 +293,8 @@ def start_stack() -> RunningStack:
     db_url = postgres_url()
     if db_url:
         argv += ["--db", db_url]
+    if dns is not None:
+        argv += ["--dns", dns.address]
     out = (root / "stack-up.out").open("wb")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -298,7 +303,7 @@ def start_stack() -> RunningStack:
             stop_stack_proc(proc)
             raise RuntimeError("stack did not start:\n" + (root / "stack-up.out").read_text())
         time.sleep(0.2)
-    stack = RunningStack(root, json.loads((root / "stack.json").read_text()), proc)
+    stack = RunningStack(root, json.loads((root / "stack.json").read_text()), proc, dns)
     try:
         _add_test_account(stack)
     except BaseException:

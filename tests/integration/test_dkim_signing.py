@@ -7,7 +7,6 @@ CNAMEs its domains page asks for."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 import uuid
 from email.message import EmailMessage
@@ -17,8 +16,8 @@ from typing import Any
 
 import dkim
 import pytest
-from sqlalchemy import create_engine, text
 
+from ddmail_stack.config_file import STACK_DNS_TTL
 from tests.integration.test_cli import ddmail
 from tests.stackrun import TEST_ACCOUNT, RunningStack, wait_until
 from tests.zonefile import parsed, txt_bytes
@@ -87,17 +86,34 @@ def test_submitted_mail_is_signed_and_verifies_against_the_published_zone(
     assert not verifies(sent, other)
 
 
-def test_rotation_signs_with_the_next_selector_and_keeps_the_old_one_published(
+def publish_operator_zone(stack: RunningStack) -> None:
+    """What the operator does: serve the global domain's records `dns zone` prints."""
+    assert stack.dns is not None
+    domain = stack.info["global_domain"]
+    lines = [
+        line  # as printed, comments and all: NSD reads the zone-file syntax itself
+        for line in admin(stack, "dns", "zone").splitlines()
+        if not line.startswith((";", "$")) and line.split()[0].endswith(f"{domain}.")
+    ]
+    stack.dns.publish(domain, "\n".join(lines))
+
+
+def test_rotation_switches_once_dns_serves_the_next_key_and_keeps_the_old_one_published(
     stack: RunningStack,
 ) -> None:
     domain = stack.info["global_domain"]
     address, password = stack.new_mailbox()
     old = next(sel for sel, state in dkim_keys(stack, domain).items() if state == "active")
+    publish_operator_zone(stack)  # DNS answers, with the current key only
     started = admin(stack, "dkim", "rotate", domain)
     new = "ddm2" if old == "ddm1" else "ddm1"
     assert f"{domain}\t{new}\tpublished" in started
     assert f"{new}._domainkey.{domain}." in admin(stack, "dns", "zone")
 
+    # The wait (the stack's DNS TTL) passes, but DNS does not serve the next key: no switch.
+    time.sleep(STACK_DNS_TTL + 3)
+    assert dkim_keys(stack, domain) == {old: "active", new: "published"}
+    publish_operator_zone(stack)
     wait_until(
         lambda: dkim_keys(stack, domain) == {old: "retiring", new: "active"},
         timeout=30,
@@ -125,46 +141,44 @@ def test_rotation_signs_with_the_next_selector_and_keeps_the_old_one_published(
     assert not (key_dir / f"{domain}.{old}.key").exists()
 
 
-def add_verified_customer_domain(stack: RunningStack, name: str) -> None:
-    """A customer domain as if its owner had proven it in DNS (the proof itself is tested in
-    test_dns_authoritative and the panel tests; the stack has no DNS of its own)."""
-    engine = create_engine(stack.info["db_url"])
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO backend_domains (name, kind, account, enabled, verified, token,"
-                " created_at) VALUES (:n, 'account', :a, TRUE, TRUE, 'tok', :t)"
-            ),
-            {"n": name, "a": TEST_ACCOUNT, "t": int(time.time())},
-        )
-    engine.dispose()
-    subprocess.run(
-        ["postfix", "-c", str(Path(stack.root) / "etc" / "postfix"), "reload"],
-        check=True,
-        capture_output=True,
-    )
+def add_verified_customer_domain(stack: RunningStack, name: str) -> dict[str, str]:
+    """A customer domain proven in DNS as its owner would: claim it, publish the records the
+    domains page asks for (ownership token, MX, the two DKIM CNAMEs), verify. Returns the
+    CNAMEs (name -> target)."""
+    assert stack.dns is not None
+    client = stack.client()
+    claim = client.call("POST", "/v1/domains", {"account": TEST_ACCOUNT, "name": name})
+    records = client.call("GET", f"/v1/domains/records?account={TEST_ACCOUNT}")["domains"][name]
+    cnames = {
+        r["name"]: r["value"].rstrip(".")
+        for r in records
+        if r["purpose"] == "DKIM" and r["type"] == "CNAME"
+    }
+    zone = [f'_ddmail-verify.{name}. IN TXT "ddmail-verify={claim["token"]}"']
+    zone += [f"{cname}. IN CNAME {target}." for cname, target in cnames.items()]
+    stack.dns.publish(name, "\n".join(zone))
+    client.call("POST", "/v1/domains/verify", {"account": TEST_ACCOUNT, "name": name})
+    return cnames
 
 
 def test_a_customer_domain_signs_with_its_own_key_found_through_its_cnames(
     stack: RunningStack,
 ) -> None:
     domain = f"c{uuid.uuid4().hex[:8]}.example"
-    add_verified_customer_domain(stack, domain)
-    wait_until(lambda: dkim_keys(stack, domain) == {"ddm1": "active"}, what="the domain's key")
-    made: dict[str, Any] = stack.client().call(
-        "POST", "/v1/mailboxes", {"account": TEST_ACCOUNT, "address": f"me@{domain}"}
-    )
-    records = stack.client().call("GET", f"/v1/domains/records?account={TEST_ACCOUNT}")
-    cnames = {
-        r["name"]: r["value"].rstrip(".")
-        for r in records["domains"][domain]
-        if r["purpose"] == "DKIM" and r["type"] == "CNAME"
-    }
+    cnames = add_verified_customer_domain(stack, domain)
     global_domain = stack.info["global_domain"]
     assert cnames == {
         f"ddm1._domainkey.{domain}": f"ddm1.{domain}.dkim.{global_domain}",
         f"ddm2._domainkey.{domain}": f"ddm2.{domain}.dkim.{global_domain}",
     }
+    # The domains page's view: DNS serves both CNAMEs.
+    records = stack.client().call("GET", f"/v1/domains/records?account={TEST_ACCOUNT}")
+    dkim_rows = [r for r in records["domains"][domain] if r["purpose"] == "DKIM"]
+    assert [r["ok"] for r in dkim_rows] == [True, True], dkim_rows
+    wait_until(lambda: dkim_keys(stack, domain) == {"ddm1": "active"}, what="the domain's key")
+    made: dict[str, Any] = stack.client().call(
+        "POST", "/v1/mailboxes", {"account": TEST_ACCOUNT, "address": f"me@{domain}"}
+    )
     sent = sign_and_capture(stack, made["address"], made["password"])
     tags = signature_tags(sent)
     assert (tags["d"], tags["s"]) == (domain, "ddm1")
