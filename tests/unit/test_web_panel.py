@@ -448,6 +448,20 @@ def test_domain_page_shows_every_expected_record_next_to_dns(
         "TLS-RPT": "error",
     }
     assert "v=DMARC1; p=reject" in page  # what DNS has now, shown as it is
+    # DKIM: two CNAMEs into the provider's zone (DN 38), each shown with what DNS serves.
+    assert "ddm1._domainkey.owned.example" in page and "ddm2._domainkey.owned.example" in page
+    assert "ddm1.owned.example.dkim.ddmail.test." in page
+    svc.resolver.records[("ddm1._domainkey.owned.example", "CNAME")] = [
+        "ddm1.owned.example.dkim.ddmail.test."
+    ]
+    page = browser.get("/settings/domains").get_data(as_text=True)
+    dkim = re.findall(
+        r"<tr><td>DKIM</td><td>CNAME</td><td>(\S+)</td>.*?<span class=\"flash-(\w+)\">", page, re.S
+    )
+    assert dkim == [
+        ("ddm1._domainkey.owned.example", "success"),
+        ("ddm2._domainkey.owned.example", "error"),
+    ]
 
 
 def test_expired_sessions_are_not_listed_and_the_periodic_job_removes_them(
