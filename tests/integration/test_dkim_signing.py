@@ -86,6 +86,22 @@ def test_submitted_mail_is_signed_and_verifies_against_the_published_zone(
     assert not verifies(sent, other)
 
 
+
+def test_the_private_keys_are_files_only_rspamd_reads_and_appear_in_no_log(
+    stack: RunningStack,
+) -> None:
+    key_dir = Path(stack.root) / "lib" / "dkim"
+    keys = sorted(key_dir.glob("*.key"))
+    assert keys
+    assert key_dir.group() == "_rspamd" and key_dir.stat().st_mode & 0o7777 == 0o2750
+    for key in keys:
+        assert (key.group(), key.stat().st_mode & 0o777) == ("_rspamd", 0o640), key
+    bodies = {line for key in keys for line in key.read_text().splitlines()[1:-1]}
+    logs = b"".join(p.read_bytes() for p in stack.log_dir.rglob("*") if p.is_file())
+    assert not [line for line in bodies if line.encode() in logs]
+    assert b"PRIVATE KEY" not in logs
+
+
 def publish_operator_zone(stack: RunningStack) -> None:
     """What the operator does: serve the global domain's records `dns zone` prints."""
     assert stack.dns is not None
