@@ -86,7 +86,6 @@ def test_submitted_mail_is_signed_and_verifies_against_the_published_zone(
     assert not verifies(sent, other)
 
 
-
 def test_the_private_keys_are_files_only_rspamd_reads_and_appear_in_no_log(
     stack: RunningStack,
 ) -> None:
