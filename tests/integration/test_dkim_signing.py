@@ -37,6 +37,10 @@ def dkim_keys(stack: RunningStack, domain: str) -> dict[str, str]:
     return {cols[1]: cols[2] for cols in lines if cols[0] == domain}
 
 
+def active_selector(stack: RunningStack, domain: str) -> str:
+    return next(sel for sel, state in dkim_keys(stack, domain).items() if state == "active")
+
+
 def sign_and_capture(stack: RunningStack, sender: str, password: str) -> bytes:
     """Send a well-formed message over submission; what reached the sink."""
     marker = uuid.uuid4().hex
@@ -75,7 +79,7 @@ def test_submitted_mail_is_signed_and_verifies_against_the_published_zone(
 ) -> None:
     domain = stack.info["global_domain"]
     address, password = stack.new_mailbox()
-    active = next(sel for sel, state in dkim_keys(stack, domain).items() if state == "active")
+    active = active_selector(stack, domain)
     sent = sign_and_capture(stack, address, password)
     tags = signature_tags(sent)
     assert (tags["d"], tags["s"], tags["a"]) == (domain, active, "rsa-sha256")
@@ -118,7 +122,7 @@ def test_rotation_switches_once_dns_serves_the_next_key_and_keeps_the_old_one_pu
 ) -> None:
     domain = stack.info["global_domain"]
     address, password = stack.new_mailbox()
-    old = next(sel for sel, state in dkim_keys(stack, domain).items() if state == "active")
+    old = active_selector(stack, domain)
     publish_operator_zone(stack)  # DNS answers, with the current key only
     started = admin(stack, "dkim", "rotate", domain)
     new = "ddm2" if old == "ddm1" else "ddm1"
