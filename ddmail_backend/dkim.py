@@ -19,6 +19,7 @@ import base64
 import builtins
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,9 @@ class DkimKeys:
         self.resolver = resolver
         self.global_domain = global_domain
         self.wait = dns_ttl + settings.switch_margin_seconds
+        # The periodic job and API requests (a new domain, a rotation) run in threads of one
+        # process: one at a time, so two never make the same domain's key.
+        self._lock = threading.RLock()
 
     # -- reading ------------------------------------------------------------------------------
     def _signing_domains(self, s: Session) -> dict[str, bool]:
@@ -138,7 +142,11 @@ class DkimKeys:
         """Publish the next key of DOMAIN (or of every signing domain); the switch follows in
         `maintain` once DNS serves it and the wait has passed."""
         now = int(time.time()) if now is None else now
-        self.maintain(now)
+        with self._lock:
+            return self._rotate(domain, now)
+
+    def _rotate(self, domain: str | None, now: int) -> builtins.list[KeyView]:
+        self._maintain(now)
         with self.db.session() as s:
             names = sorted(self._signing_domains(s))
         if domain is not None:
@@ -177,10 +185,23 @@ class DkimKeys:
         start scheduled rotations, drop keys of domains that are gone, keep files and the
         selector map in step with the rows. Idempotent; each step is its own transaction."""
         now = int(time.time()) if now is None else now
+        with self._lock:
+            return self._maintain(now)
+
+    def _maintain(self, now: int) -> dict[str, int]:
         done = {"created": 0, "switched": 0, "retired": 0, "rotated": 0, "removed": 0}
         with self.db.session() as s:
             kinds = self._signing_domains(s)
             keys = list(s.scalars(select(DkimKey)))
+        # A row whose file is gone (a restore without the key directory, a disk error) could
+        # never sign: drop it, so the domain gets a new key below.
+        lost = [
+            k for k in keys if not key_path(self.settings.key_dir, k.domain, k.selector).exists()
+        ]
+        if lost:
+            log.warning("dkim: %d key file(s) missing; making new keys", len(lost))
+            self._delete(lost)
+            keys = [k for k in keys if k not in lost]
         by_domain: dict[str, builtins.list[DkimKey]] = {}
         for key in keys:
             by_domain.setdefault(key.domain, []).append(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,3 +224,27 @@ def test_a_key_file_without_a_row_is_swept(keys: DkimKeys) -> None:
     keys.maintain(T0)
     assert not stray.exists()
     assert key_path(keys.settings.key_dir, GLOBAL_DOMAIN, "ddm1").exists()
+
+
+def test_a_lost_key_file_gets_a_new_key_instead_of_a_silent_signer(keys: DkimKeys) -> None:
+    keys.maintain(T0)
+    path = key_path(keys.settings.key_dir, GLOBAL_DOMAIN, "ddm1")
+    before = keys.list()[0].value
+    path.unlink()
+    keys.maintain(T0 + 1)
+    (view,) = keys.list()
+    assert view.state == ACTIVE and view.value != before and path.exists()
+
+
+def test_concurrent_runs_make_one_key_per_domain(keys: DkimKeys) -> None:
+    """The periodic thread and a request thread at once (the backend runs both)."""
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(keys.maintain, T0) for _ in range(4)]:
+            future.result()
+    (view,) = keys.list()
+    path = key_path(keys.settings.key_dir, GLOBAL_DOMAIN, view.selector)
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert view.value == txt_value(base64.b64encode(der).decode())  # the file is the row's key
