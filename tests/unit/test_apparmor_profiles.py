@@ -37,10 +37,16 @@ DAEMONS = {
     "ddmail-postfix-smtpd": "/usr/lib/postfix/sbin/smtpd",
     "ddmail-dovecot-auth": "/usr/lib/dovecot/auth",
     "ddmail-dovecot-imap-login": "/usr/lib/dovecot/imap-login",
+    # The filters (clamd has Debian's own profile, usr.sbin.clamd). /usr/bin/redis-server is a
+    # symlink: the kernel attaches by the file executed.
+    "ddmail-rspamd": "/usr/bin/rspamd",
+    "ddmail-redis": "/usr/bin/redis-check-rdb",
 }
 MAIL = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/1700000000.M1P1.host"
 MAIL_DIR = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/"
 KEYHANDLER_STATE = "/var/lib/ddmail/keyhandler/gpg/pubring.kbx"
+DKIM_KEY = "/var/lib/ddmail/dkim/example.org.ddm1.key"
+DKIM_MAP = "/var/lib/ddmail/dkim/selectors.map"
 SECRET = "/etc/ddmail/secrets/{}"
 PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
 INET = [
@@ -186,6 +192,19 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backend", MAIL, "r", "none"),
     ("ddmail-backend", KEYHANDLER_STATE, "r", "deny"),
     ("ddmail-backend", SECRET.format("dovecot.key"), "r", "deny"),
+    # DKIM keys (DN 38): the backend creates and deletes them but never reads one back; the
+    # panel, the operator's periodic job, the other services and the backup's gpg never see them.
+    ("ddmail-backend", DKIM_KEY, "w", "allow"),
+    ("ddmail-backend", DKIM_KEY, "r", "none"),
+    ("ddmail-backend", DKIM_MAP, "rw", "allow"),
+    ("ddmail-web", DKIM_KEY, "r", "deny"),
+    ("ddmail-admin", DKIM_KEY, "r", "deny"),
+    ("ddmail-keyhandler", DKIM_KEY, "r", "deny"),
+    ("ddmail-milter", DKIM_KEY, "r", "deny"),
+    ("ddmail-pgpstage", DKIM_KEY, "r", "deny"),
+    ("ddmail-backup", DKIM_KEY, "r", "allow"),
+    ("ddmail-backup//tar", DKIM_KEY, "r", "allow"),
+    ("ddmail-backup//gpg", DKIM_KEY, "r", "deny"),
     # the stage, the milter and the periodic job: no maildir; the first two no secret at all.
     ("ddmail-pgpstage", "/run/dovecot/ddmail-lmtp", "rw", "allow"),
     ("ddmail-pgpstage", MAIL, "r", "deny"),
@@ -209,12 +228,26 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-nginx", SECRET.format("web.key"), "r", "deny"),
     ("ddmail-postfix-smtpd", "/run/ddmail-milter/milter.sock", "rw", "allow"),
     ("ddmail-postfix-smtpd", "/run/dovecot/auth-postfix", "rw", "allow"),
+    ("ddmail-postfix-smtpd", "/run/rspamd/milter.sock", "rw", "allow"),
     ("ddmail-postfix-smtpd", MAIL, "r", "deny"),
     ("ddmail-dovecot-auth", SECRET.format("dovecot.key"), "r", "allow"),
     ("ddmail-dovecot-auth", MAIL, "r", "deny"),
     ("ddmail-dovecot-auth", SECRET.format("backend.key"), "r", "deny"),
     ("ddmail-dovecot-imap-login", MAIL, "r", "deny"),
     ("ddmail-dovecot-imap-login", SECRET.format("dovecot.key"), "r", "deny"),
+    # the filters: their sockets and state; no maildir, no secret, no database, no config.
+    ("ddmail-rspamd", "/run/rspamd/milter.sock", "rw", "allow"),
+    ("ddmail-rspamd", "/run/redis/redis-server.sock", "rw", "allow"),
+    ("ddmail-rspamd", "/run/clamav/clamd.ctl", "rw", "allow"),
+    ("ddmail-rspamd", "/var/lib/rspamd/stats.ucl", "w", "allow"),
+    ("ddmail-rspamd", MAIL, "r", "deny"),
+    ("ddmail-rspamd", SECRET.format("backend.key"), "r", "deny"),
+    ("ddmail-rspamd", "/etc/ddmail/ddmail.toml", "r", "deny"),
+    ("ddmail-rspamd", PG_SOCKET, "rw", "deny"),
+    ("ddmail-redis", "/var/lib/redis/dump.rdb", "w", "allow"),
+    ("ddmail-redis", "/run/redis/redis-server.sock", "rw", "allow"),
+    ("ddmail-redis", MAIL, "r", "deny"),
+    ("ddmail-redis", SECRET.format("dovecot.key"), "r", "deny"),
 ]
 
 # Which inet families each DDMail process may use at all (AppArmor 3.0 cannot name addresses).
@@ -231,6 +264,15 @@ INET_ALLOWED = {
     "ddmail-backup//gpg": set(),
     "ddmail-backup//tar": set(),
     "ddmail-backup//pg_dump": set(),
+    # Redis: a unix socket only (port 0).
+    "ddmail-redis": set(),
+    # rspamd: DNS (SPF, DKIM, DMARC, block lists) and HTTPS for its rule maps.
+    "ddmail-rspamd": {
+        ("inet", "stream"),
+        ("inet", "dgram"),
+        ("inet6", "stream"),
+        ("inet6", "dgram"),
+    },
     # DNS for domain verification.
     "ddmail-backend": {
         ("inet", "stream"),
@@ -271,7 +313,7 @@ def test_inet_families(profile: str) -> None:
     # Nothing beyond unix and the families above (no netlink, packet, raw, ...).
     families = {rule.split()[0] for rule in got["network_allows"][profile]}
     expected = {"unix"} | {d for d, _ in INET_ALLOWED[profile]}
-    if profile == "ddmail-backend":
+    if profile in ("ddmail-backend", "ddmail-rspamd"):
         expected.add("netlink")  # the nameservice abstraction: glibc's address configuration
     assert families <= expected, families
 
