@@ -105,7 +105,7 @@ def _tree_bytes(root: Path) -> int:
 def build_image(
     rootfs: Path, work: Path, files: Mapping[str, bytes], timeout_s: int
 ) -> tuple[Path, Path, Path]:
-    """An ext4 image of ROOTFS plus FILES (path in the VM -> content, under /ci) and the CI unit;
+    """An ext4 image of ROOTFS plus FILES (path in the VM -> content) and the CI unit;
     returns (image, kernel, initrd). The VM's disk has room for the database, mail and backups
     the checks create."""
     kernel, initrd = _kernel_and_initrd(rootfs)
@@ -116,7 +116,10 @@ def build_image(
     try:
         for rel, data in files.items():
             runnable = rel.endswith((".py", ".sh")) or data.startswith(b"\x7fELF")
-            _add(copy, rel, data, 0o700 if runnable else 0o600)
+            # Ours under /ci are root's alone (a secret key is among them); what goes into the
+            # system is read by its daemons, as a package's files are.
+            private = rel.startswith(f"{CI_DIR}/")
+            _add(copy, rel, data, 0o700 if runnable else 0o600 if private else 0o644)
         _add(
             copy,
             "/etc/systemd/system/ddmail-ci.service",

@@ -69,6 +69,22 @@ RESTORE_STOPS = (
 CONFIG = "/etc/ddmail/ddmail.toml"
 AS_POSTGRES = ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--")
 DAEMON_UNITS = ("postfix.service", "dovecot.service", "nginx.service")
+# The content filters (roles redis, clamav, rspamd). clamd is socket-activated and also
+# started at boot (WantedBy=multi-user.target) once a signature database is in place.
+FILTER_UNITS = ("redis-server.service", "clamav-daemon.service", "rspamd.service")
+RSPAMD_MILTER = "/run/rspamd/milter.sock"
+CLAMD_SOCKET = "/run/clamav/clamd.ctl"
+REDIS_SOCKET = "/run/redis/redis-server.sock"
+# The filter checks' SMTP client connects from this loopback address (lo has 127.0.0.0/8), so
+# a log line naming the client is found by one grep and not confused with the resolver's.
+FILTER_CLIENT = "127.0.0.77"
+# rspamd's GTUBE strings (as tests/integration/test_mail_filtering.py): the standard one means
+# "reject"; the test variant (rspamd_test_patterns in the test inventory) "add header": Junk.
+GTUBE_REJECT = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+GTUBE_JUNK = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# The two signatures of the database the host put in place (ddmail_stack/filters.py's).
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+OWN_SIGNATURE = ("DDMail.Test.Custom", b"DDMAIL-LOCAL-MALWARE-TEST-SIGNATURE-7f3a9c")
 # AppArmor labels of the DDMail processes (attached by the units' AppArmorProfile=).
 DDMAIL_PROFILES = (
     "ddmail-web",
@@ -83,6 +99,9 @@ CONFINED_EXES = (
     "/usr/lib/postfix/sbin/smtpd",
     "/usr/lib/dovecot/auth",
     "/usr/lib/dovecot/imap-login",
+    "/usr/sbin/clamd",  # Debian's profile (package clamav-daemon), enforce mode
+    "/usr/bin/rspamd",
+    "/usr/bin/redis-check-rdb",  # what /usr/bin/redis-server links to
 )
 SINK_ADDR = ("127.0.0.2", 2525)
 SINK_DOMAIN = "sink.test"
@@ -169,7 +188,7 @@ def no_failed_unit() -> str:
 def units_active() -> str:
     """Active, and never restarted: a unit in a crash loop is "active" between its deaths."""
     states = {}
-    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS):
+    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS, *FILTER_UNITS):
         show = run("systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", unit)
         props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
         states[unit] = f"{props.get('ActiveState')} restarts={props.get('NRestarts', '0')}"
@@ -313,10 +332,12 @@ class Smoke:
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 session.logout()
 
-    def inbox(self) -> list[bytes]:
+    def inbox(self, folder: str = "INBOX") -> list[bytes]:
         with self.imap() as imap:
             imap.login(self.address, self.password)
-            imap.select("INBOX")
+            status, _ = imap.select(folder)
+            if status != "OK":  # Junk does not exist before the first spam was filed
+                return []
             _, data = imap.search(None, "ALL")
             messages = []
             for num in data[0].split():
@@ -422,6 +443,174 @@ class Smoke:
             logged_in.login(self.address, self.password)
             stack.enter_context(self.imap())
             yield
+
+
+def unix_accepts(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+    return True
+
+
+def unix_ask(path: str, request: bytes, user: str = "") -> str:
+    """One request and its answer on a unix socket, as USER (root if empty) with USER's
+    groups, in a child process: the socket's mode and group decide, as for a real client."""
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(30)\n"
+        "try:\n"
+        "    s.connect(sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno); sys.exit(0)\n"
+        "s.sendall(sys.argv[2].encode()); print(s.recv(200).decode(errors='replace'))\n"
+    )
+    who = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] if user else []
+    return run(*who, "/usr/bin/python3", "-c", script, path, request.decode()).strip()
+
+
+class Filters:
+    """rspamd, clamd and Redis in the deployed mail path, as a sending server and the user see
+    them: spam and malware refused at DATA (5xx, nothing stored), spam below the reject score
+    filed into Junk; the sockets only for their groups, Redis on no TCP port, and no client
+    address in any filter's log."""
+
+    def __init__(self, smoke: Smoke) -> None:
+        self.smoke = smoke
+        self.marker = uuid.uuid4().hex
+
+    def ready(self) -> str:
+        """rspamd compiles its rules at start (minutes under emulation): until its milter
+        socket accepts, Postfix answers 4xx (milter_default_action = tempfail)."""
+        wait_until("rspamd's milter socket", lambda: unix_accepts(RSPAMD_MILTER), 400, 3)
+
+        def pong() -> str:
+            answer = unix_ask(CLAMD_SOCKET, b"nPING\n")
+            return answer if "PONG" in answer else ""
+
+        return f"{RSPAMD_MILTER} accepts; clamd answers {wait_until('clamd', pong, 120)!r}"
+
+    def message(self, subject: str, body: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"], msg["To"] = "someone@example.org", self.smoke.address
+        msg["Subject"] = f"{subject} {self.marker}"
+        msg.set_content(body)
+        return msg
+
+    def send(self, msg: EmailMessage) -> None:
+        smoke = self.smoke
+        with smtplib.SMTP(
+            smoke.mail_host, 25, timeout=120, source_address=(FILTER_CLIENT, 0)
+        ) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.send_message(msg)
+
+    def stored(self) -> list[Path]:
+        """Every message file of the mailbox, in any folder (INBOX, Junk)."""
+        local, _, domain = self.smoke.address.partition("@")
+        maildir = Path(self.smoke.cfg["mail_root"]) / domain / local / "Maildir"
+        return [p for p in maildir.rglob("*") if p.is_file() and p.parent.name in ("new", "cur")]
+
+    def refused(self, msg: EmailMessage, wanted: str) -> str:
+        """A 5xx at DATA (the sender's server bounces it, not us), nothing stored."""
+        before = set(self.stored())
+        try:
+            self.send(msg)
+        except smtplib.SMTPDataError as exc:
+            code, text = exc.smtp_code, exc.smtp_error.decode(errors="replace")
+        else:
+            raise AssertionError("accepted")
+        assert 500 <= code < 600 and wanted in text, (code, text)
+        time.sleep(2)  # a message let through would be in the maildir by now (local delivery)
+        assert set(self.stored()) == before, "a refused message was stored"
+        return f"{code} {text}"
+
+    def gtube_refused(self) -> str:
+        return self.refused(self.message("gtube", f"{GTUBE_REJECT}\n"), "5.7.1")
+
+    def malware_refused(self, payload: bytes, name: str) -> str:
+        msg = self.message("invoice", "see the attachment")
+        msg.add_attachment(
+            payload, maintype="application", subtype="octet-stream", filename="a.com"
+        )
+        return self.refused(msg, f"Malware found in this message: {name}")
+
+    def junk_filed(self) -> str:
+        self.send(self.message("offer", f"{GTUBE_JUNK}\njunk {self.marker}\n"))
+        wanted = f"junk {self.marker}".encode()
+        found = wait_until(
+            "the message in Junk", lambda: [m for m in self.smoke.inbox("Junk") if wanted in m]
+        )
+        assert not [m for m in self.smoke.inbox() if wanted in m], "also in INBOX"
+        assert b"\nX-Spam: Yes" in found[0].replace(b"\r\n", b"\n"), found[0][:2000]
+        return f"{len(found)} message(s) in Junk with X-Spam: Yes, none in INBOX"
+
+    def sockets(self) -> str:
+        """clamd's socket: 0660, group clamav (role clamav's drop-in; Debian's is 0666), Redis's
+        0770, group redis: rspamd (in both groups) gets an answer, www-data (in neither) is
+        refused there and on rspamd's milter socket (group _rspamd)."""
+        found = []
+        for path, group, wanted in (
+            (CLAMD_SOCKET, "clamav", 0o660),
+            (REDIS_SOCKET, "redis", 0o770),
+        ):
+            st = os.stat(path)
+            mode = st.st_mode & 0o777
+            gname = run("getent", "group", str(st.st_gid)).split(":")[0]
+            assert (gname, mode) == (group, wanted), f"{path}: {oct(mode)} group {gname}"
+            found.append(f"{path} {oct(mode)} group {gname}")
+        assert "PONG" in unix_ask(CLAMD_SOCKET, b"nPING\n", "_rspamd")
+        assert "PONG" in unix_ask(REDIS_SOCKET, b"PING\r\n", "_rspamd")
+        for path in (CLAMD_SOCKET, REDIS_SOCKET, RSPAMD_MILTER):
+            answer = unix_ask(path, b"nPING\n", "www-data")
+            assert answer == f"refused {errno.EACCES}", f"www-data on {path}: {answer}"
+        return "; ".join(found) + "; _rspamd answered, www-data refused on all three"
+
+    def redis_no_tcp(self) -> str:
+        """No TCP listener of Redis's at all (port 0): its sockets against the kernel's tables."""
+        pid = run("systemctl", "show", "-P", "MainPID", "redis-server.service").strip()
+        assert pid not in ("", "0"), "redis-server not running"
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    listening.append(f"{table} {fields[1]}")
+        assert inodes, "no socket of redis-server seen"
+        assert not listening, f"redis-server listens on TCP: {listening}"
+        return f"{len(inodes)} socket(s) of pid {pid}, none a TCP listener"
+
+    def no_client_address_logged(self, after: str) -> str:
+        """The client's address reaches no filter's or mail daemon's journal line; rspamd's
+        own verdict lines (info level in the test inventory) are there to be searched."""
+        units = [
+            "-u",
+            "rspamd.service",
+            "-u",
+            "clamav-daemon.service",
+            "-u",
+            "redis-server.service",
+        ]
+        units += ["-u", "postfix@-.service", "-u", "dovecot.service"]
+        run("journalctl", "--sync", check=False)
+        lines = run(
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-precise",
+            "-b",
+            f"--after-cursor={after}",
+            *units,
+        ).splitlines()
+        leaked = [line for line in lines if FILTER_CLIENT in line]
+        assert not leaked, "\n".join(leaked[-10:])
+        verdicts = [line for line in lines if "rspamd" in line and "add header" in line]
+        assert verdicts, "no rspamd verdict line in the journal: nothing was searched"
+        return f"{len(lines)} lines searched, {len(verdicts)} verdict line(s), no {FILTER_CLIENT}"
 
 
 class Acme:
@@ -807,6 +996,8 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
     smoke = Smoke(cfg)
     check("test host names on loopback, the deployment's CA trusted", smoke.hosts)
     check("sink transport for sink.test", smoke.sink_transport)
+    filters = Filters(smoke)
+    check("filters: rspamd's milter socket accepts, clamd answers", filters.ready)
     start = journal_cursor()
     smoke_ok = all(
         check(name, step)
@@ -822,6 +1013,26 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             ("web: the MTA-STS policy host serves the policy", smoke.mta_sts_policy),
             ("operator: a new global domain receives mail at once", smoke.new_global_domain),
         )
+    )
+    if smoke.address:
+        for name, step in (
+            ("filters: GTUBE refused at DATA with 5xx, nothing stored", filters.gtube_refused),
+            (
+                "filters: EICAR refused at DATA with 5xx, nothing stored",
+                partial(filters.malware_refused, EICAR, "Eicar-Test-Signature"),
+            ),
+            (
+                "filters: the local database's own signature refused (clamd's database)",
+                partial(filters.malware_refused, OWN_SIGNATURE[1], OWN_SIGNATURE[0]),
+            ),
+            ("filters: a Junk-score message filed into Junk, read over IMAPS", filters.junk_filed),
+        ):
+            check(name, step)
+    check("filters: clamd's and Redis's sockets only for their groups", filters.sockets)
+    check("filters: Redis listens on no TCP port", filters.redis_no_tcp)
+    check(
+        "filters: no client address in the journal of rspamd, clamd, Redis, Postfix, Dovecot",
+        partial(filters.no_client_address_logged, start),
     )
     acme = Acme(cfg)
     try:
