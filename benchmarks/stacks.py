@@ -56,16 +56,20 @@ class Stack:
         return files
 
 
-def start(port_base: int, *, plain: bool) -> Stack:
-    """`ddmail stack up` (or the mail_crypt-off variant) in a fresh /tmp/ddb-* root."""
+def start(port_base: int, *, plain: bool, dns: str = "") -> Stack:
+    """`ddmail stack up` (or the mail_crypt-off variant) in a fresh /tmp/ddb-* root; with DNS
+    (IP:PORT) the stack resolves through that server (`--dns`)."""
     root = Path(tempfile.mkdtemp(prefix="ddb-", dir="/tmp"))
     if plain:
         command = [sys.executable, "-m", "benchmarks.plainstack"]
     else:
         command = [str(Path(sys.executable).parent / "ddmail"), "stack", "up"]
     out = (root / "stack-up.out").open("wb")
+    options = ["--root", str(root), "--port-base", str(port_base)]
+    if dns:
+        options += ["--dns", dns]
     proc = subprocess.Popen(
-        [*command, "--root", str(root), "--port-base", str(port_base)],
+        [*command, *options],
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -73,7 +77,7 @@ def start(port_base: int, *, plain: bool) -> Stack:
         start_new_session=True,
     )
     out.close()
-    stack = Stack(StackLayout(root=root, port_base=port_base), proc)
+    stack = Stack(StackLayout(root=root, port_base=port_base, dns_server=dns), proc)
     deadline = time.monotonic() + START_TIMEOUT
     while not (root / "stack.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
