@@ -10,11 +10,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 import yaml
 
 from ddmail_stack.filters import SIGNATURES
 from tests.deploy.vm import VmRun, boot
+from tests.zonefile import parsed, txt_bytes
 
 # The boot (and the applied rootfs, if this test comes first) take longer than the default limit.
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
@@ -170,5 +172,22 @@ def test_the_vm_checks_cover_what_the_issue_asks(vm_run: VmRun) -> None:
         "sockets only for their groups",
         "Redis listens on no TCP port",
         "no client address in the journal",
+        "DKIM-signed with the domain's key",
+        "ddmail-backend denied a DKIM private key",
     ):
         assert part in names, f"no check for {part!r} in: {names}"
+
+
+def test_mail_the_deployment_sent_verifies_with_dkimpy_against_its_zone(vm_run: VmRun) -> None:
+    """Issue 10: the signature rspamd made in the VM, checked here by an independent verifier
+    against the TXT record `ddmail admin dns zone` printed there (DN 38)."""
+    dkim_result = (vm_run.result or {}).get("dkim")
+    assert dkim_result, "the VM recorded no signed message (see the DKIM check)"
+    zone = parsed(dkim_result["zone"])
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return txt_bytes(zone, name.decode())
+
+    message = dkim_result["message"].encode()
+    assert dkim.verify(message, dnsfunc=dnsfunc)
+    assert not dkim.verify(message.replace(b"outgoing", b"outgoinG", 1), dnsfunc=dnsfunc)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import http.client
 import imaplib
 import json
 import os
+import pwd
 import re
 import shutil
 import smtplib
@@ -756,6 +758,39 @@ class Acme:
             self.proc.wait(30)
 
 
+def dkim_signed(smoke: Smoke, report: Report) -> str:
+    """The message the sink got carries the global domain's signature (selector ddm1); the
+    message, the zone the operator would publish and the key list go into the result, and the
+    host verifies the signature with dkimpy (test_vm.py): this interpreter has no DKIM code."""
+    assert smoke.sink is not None
+    wanted = f"outgoing {smoke.marker}".encode()
+    (message,) = [m for m in smoke.sink.messages if wanted in m]
+    head = message.split(b"\r\n\r\n")[0].decode()
+    signature = re.search(r"^DKIM-Signature:.*?(?=^\S)", head + "\r\nX:", re.M | re.S)
+    assert signature, head
+    tags = re.sub(r"\s+", "", signature.group(0))
+    assert f"d={smoke.domain};" in tags and "s=ddm1;" in tags, tags
+    key = Path(toml_setting("dkim", "key_dir")) / f"{smoke.domain}.ddm1.key"
+    st = key.stat()
+    owner = (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, oct(st.st_mode))
+    assert owner == ("ddmail-backend", "ddmail-dkim", "0o100640"), owner
+    report.data["dkim"] = {
+        "message": message.decode("utf-8", "replace"),
+        "zone": admin("dns", "zone"),
+        "keys": admin("dkim", "list"),
+    }
+    return f"{tags[:120]}...; key file {owner}"
+
+
+def dkim_key_file(cfg: dict[str, Any]) -> str:
+    return str(Path(toml_setting("dkim", "key_dir")) / f"{cfg['global_domain']}.ddm1.key")
+
+
+def toml_setting(section: str, name: str) -> Any:
+    with open(CONFIG, "rb") as config:
+        return tomllib.load(config)[section][name]
+
+
 def admin(*args: str) -> str:
     """`ddmail admin ...` as the operator runs it: as root with the server's config (it drops
     to ddmail-admin for the database, whose peer authentication has no role for root)."""
@@ -1012,6 +1047,10 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             ("mail: read over IMAPS with the mailbox password", smoke.read_back),
             ("mail: stored file is mail_crypt ciphertext", smoke.stored_encrypted),
             ("mail: submission on 587 relays to the outside sink", smoke.submit),
+            (
+                "mail: what left is DKIM-signed with the domain's key",
+                partial(dkim_signed, smoke, report),
+            ),
             ("web: the MTA-STS policy host serves the policy", smoke.mta_sts_policy),
             ("operator: a new global domain receives mail at once", smoke.new_global_domain),
         )
@@ -1081,6 +1120,8 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
         ("a maildir", "vmail", "ddmail-keyhandler", "read", maildir),
         ("the backend's key", "ddmail-keyhandler", "ddmail-web", "read", cfg["backend_key"]),
         ("a maildir", "vmail", "ddmail-web", "read", maildir),
+        # It makes the DKIM keys and may delete them, but never reads one back (DN 38).
+        ("a DKIM private key", "ddmail-backend", "ddmail-backend", "read", dkim_key_file(cfg)),
     ):
         check(
             f"probe: {profile} denied {what}", partial(probes.denied, user, profile, kind, target)
