@@ -45,6 +45,25 @@ def test_rspamd_accepts_the_production_configuration(rspamd_confdir: Path) -> No
     assert result.returncode == 0 and "syntax OK" in result.stdout, result.stdout + result.stderr
 
 
+def test_rspamd_fetches_nothing_from_the_internet(rspamd_confdir: Path) -> None:
+    """rspamd's effective configuration names no URL to download (maps.rspamd.com lists,
+    PhishTank, OpenPhish): no third party learns of the server, none changes its scoring."""
+    dump = subprocess.run(
+        ["rspamadm", f"--var=LOCAL_CONFDIR={rspamd_confdir}", "configdump"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "WHITELIST_DMARC" in dump and "fallback+file" in dump  # the lists stay, local ones
+    assert "FREEMAIL_FROM" in dump  # the rules other rules depend on stay too
+    assert "maps.rspamd.com" not in dump
+    phishing = dump[dump.index("\nphishing {") :].split("\n}")[0]
+    assert "phishtank_enabled = false;" in phishing and "openphish_enabled = false;" in phishing
+    update = dump[dump.index("\nrspamd_update {") :].split("\n}")[0]
+    assert "enabled = false;" in update
+
+
 def test_rspamd_listens_on_unix_sockets_only_without_web_interface(rspamd_confdir: Path) -> None:
     proxy = (rspamd_confdir / "override.d/worker-proxy.inc").read_text()
     controller = (rspamd_confdir / "override.d/worker-controller.inc").read_text()
