@@ -23,6 +23,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/deploy" in str(item.fspath):
             item.add_marker(pytest.mark.deploy)
+            # The first test's setup applies the playbook twice (each run has its own limit,
+            # chroot.apply): longer than the suite's default of 300 s on a busy machine.
+            item.add_marker(pytest.mark.timeout(1800))
 
 
 @dataclass(frozen=True)
