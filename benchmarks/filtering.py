@@ -451,8 +451,9 @@ warm-up, then measures; the order of the modes swaps every round, {s["rounds"]} 
 mode.
 rspamd resolves through a local NSD (`tests/authdns.py`) serving `{SENDER_DOMAIN}` with an SPF
 record that passes 127.0.0.1 and a DMARC record (p=none) (`ddmail stack up --dns`); the
-runs start once rspamd has compiled its regular expressions. (With the machine's resolver, which answers NXDOMAIN but now and then loses a
-query, a message waited rspamd's 2 s DNS timeout every few dozen messages.)
+runs start once rspamd has compiled its regular expressions. (With the machine's resolver,
+which answers NXDOMAIN but now and then loses a query, a message waited rspamd's 2 s DNS
+timeout every few dozen messages.)
 
 - **Throughput.** As in the delivery rows above: {s["messages"]} messages of about 4 KiB from
   `bench@example.org` to a new mailbox over SMTP to port 25, over 1 connection and split over
