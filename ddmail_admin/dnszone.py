@@ -8,11 +8,19 @@ signing) are added to RECORD_SOURCES or wrap `render`, without touching the othe
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ddmail_common.config import Config
+from ddmail_common.mta_sts import policy_id
+from ddmail_common.validators import operator_address
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,65 @@ def client_discovery(cfg: Config, domain: str) -> Iterator[Record]:
         yield Record(fqdn(f"{service}.{domain}"), "SRV", "0 0 0 .", "not offered")
 
 
+def transport_policy(cfg: Config, domain: str) -> Iterator[Record]:
+    """MTA-STS (RFC 8461: the id changes exactly when the served policy does; the panel serves
+    the policy at mta-sts.<domain>), TLS-RPT (RFC 8460: reports to tlsrpt@, reserved) and CAA
+    (only the configured certificate authorities may issue)."""
+    yield Record(
+        fqdn(f"_mta-sts.{domain}"), "TXT", txt(f"v=STSv1; id={policy_id(cfg.public)}"), "MTA-STS"
+    )
+    panel = urlsplit(cfg.web.panel_url).hostname or ""
+    if is_host_name(panel):
+        yield Record(fqdn(f"mta-sts.{domain}"), "CNAME", fqdn(panel), "serves the policy")
+    report = f"v=TLSRPTv1; rua=mailto:{operator_address('tlsrpt', domain)}"
+    yield Record(fqdn(f"_smtp._tls.{domain}"), "TXT", txt(report), "TLS-RPT")
+    for issuer in cfg.public.caa_issuers:
+        yield Record(fqdn(domain), "CAA", f'0 issue "{issuer}"', "who may issue certificates")
+
+
+def tlsa_3_1_1(certificate_pem: bytes) -> str:
+    """DANE-EE, SubjectPublicKeyInfo, SHA-256 (RFC 7671): follows the key, not the
+    certificate, so a renewal that keeps the key keeps the record."""
+    cert = x509.load_pem_x509_certificate(certificate_pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+def transport_security(cfg: Config) -> Iterator[Record]:
+    """TLSA records of every TLS port, for the certificate they all serve ([tls] certificate):
+    25 on the MX host, 465/587/993 on the host mail programs use, 443 on the panel's."""
+    if cfg.tls.certificate is None:
+        return
+    data = tlsa_3_1_1(cfg.tls.certificate.read_bytes())
+    ports = [(cfg.mail_hostname, 25)]
+    ports += [
+        (cfg.public.mail_hostname, port)
+        for port in (cfg.public.submissions_port, cfg.public.submission_port, cfg.public.imaps_port)
+    ]
+    ports.append((urlsplit(cfg.web.panel_url).hostname or "", 443))
+    for host, port in ports:
+        if is_host_name(host):
+            yield Record(fqdn(f"_{port}._tcp.{host}"), "TLSA", data, "DANE")
+
+
+def is_host_name(name: str) -> bool:
+    """A DNS name records can point at (not an address, not a single label like localhost)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return "." in name
+    return False
+
+
 RecordSource = Callable[[Config, str], Iterable[Record]]
-RECORD_SOURCES: tuple[RecordSource, ...] = (mail_routing, sender_policy, client_discovery)
+RECORD_SOURCES: tuple[RecordSource, ...] = (
+    mail_routing,
+    sender_policy,
+    client_discovery,
+    transport_policy,
+)
 
 
 def records(cfg: Config, domains: Iterable[str]) -> list[Record]:
@@ -94,6 +159,10 @@ def render(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = (
         ";   addresses) and a PTR record for each of them naming it.",
         f"$TTL {cfg.dns_ttl}",
     ]
+    hosts = list(transport_security(cfg))
+    if hosts:
+        lines.append("; --- the hosts' TLS keys (DANE)")
+        lines.extend(record.line() for record in hosts)
     for domain in names:
         lines.append(f"; --- {domain}")
         lines.extend(record.line() for record in records(cfg, [domain]))

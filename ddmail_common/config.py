@@ -68,6 +68,8 @@ class PublicSettings:
     onion_hostname: str | None = None  # published only when set
     i2p_hostname: str | None = None
     security_contacts: tuple[str, ...] = ("mailto:security@ddmail.test",)
+    # Certificate authorities allowed to issue for the global domains (CAA "issue").
+    caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
     mta_sts_mode: str = "enforce"
     mta_sts_mx: tuple[str, ...] = ("mail.ddmail.test",)
 
@@ -95,6 +97,13 @@ class BackupSettings:
     public_key: Path | None = None  # the operator's OpenPGP public key (a file, ASCII armour)
     keep: int = 7  # the newest this many are kept
     paths: tuple[Path, ...] = ()  # more files or directories to include, e.g. the TLS key+cert
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The certificate every TLS port serves (section [tls]); its key's TLSA records."""
+
+    certificate: Path | None = None  # PEM; None: no TLSA records are printed
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,7 @@ class Config:
     milter: MilterSettings = field(default_factory=MilterSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     dns_ttl: int = 3600  # the TTL of the records `ddmail admin dns zone` prints
     source: Path = field(default=Path("-"))
 
@@ -239,6 +249,10 @@ def parse_public(data: dict[str, Any], mail_hostname: str, global_domain: str) -
         i2p_hostname=_hostname(i2p, "public.i2p_hostname", ".i2p") if i2p else None,
         # RFC 9116 wants a URI; a bare address is what an operator most likely means.
         security_contacts=tuple(f"mailto:{c}" if ":" not in c else c for c in contacts),
+        caa_issuers=_single_lines(
+            _get(data, "public.caa_issuers", list, list(PublicSettings.caa_issuers)),
+            "public.caa_issuers",
+        ),
         mta_sts_mode=mode,
         mta_sts_mx=tuple(_hostname(m, "public.mta_sts_mx") for m in mx),
     )
@@ -381,6 +395,11 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         milter=milter,
         backup=parse_backup(data),
         dkim=parse_dkim(data),
+        tls=TlsSettings(
+            certificate=_absolute(cert, "tls.certificate")
+            if (cert := _get(data, "tls.certificate", str, ""))
+            else None
+        ),
         dns_ttl=_positive(data, "backend.dns_ttl", 3600),
         public=parse_public(data, mail_hostname, web.global_domain),
         operator_address=_operator_address(data, web.global_domain),

@@ -83,6 +83,9 @@ def render(
         f"grace_seconds = {STACK_DKIM_GRACE_SECONDS}",
         f"check_dns = {'true' if layout.dns_server else 'false'}",
         "",
+        "[tls]",
+        f"certificate = {q(str(layout.server_cert))}",
+        "",
         "[public]",
         # What the pages and autoconfig tell mail programs: this machine, the stack's ports.
         'mail_hostname = "localhost"',

@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, Flask, Response, current_app, render_template
 
 from ddmail_common.config import PublicSettings, WebSettings
+from ddmail_common.mta_sts import policy_text
 from ddmail_common.validators import operator_address
 from ddmail_web.funds import price_text
 from ddmail_web.sessions import access
 
 bp = Blueprint("public", __name__)
 
-MTA_STS_MAX_AGE = 604800  # one week, in seconds
 # RFC 9116 section 2.5.5 recommends an Expires value less than a year in the future.
 SECURITY_TXT_LIFETIME = timedelta(days=364)
 PUBLIC = "ddmail_public"  # app.extensions key: (PublicSettings, WebSettings)
@@ -126,19 +126,10 @@ def security_txt_file() -> Response:
     return _plain_text(security_txt(datetime.now(UTC)))
 
 
-def mta_sts_policy() -> str:
-    """The RFC 8461 policy body: CRLF-separated key/value lines."""
-    public = _settings()[0]
-    lines = ["version: STSv1", f"mode: {public.mta_sts_mode}"]
-    lines += [f"mx: {mx}" for mx in public.mta_sts_mx]
-    lines.append(f"max_age: {MTA_STS_MAX_AGE}")
-    return "\r\n".join(lines) + "\r\n"
-
-
 @bp.get("/.well-known/mta-sts.txt")
 @access("public")
 def mta_sts_file() -> Response:
-    return _plain_text(mta_sts_policy())
+    return _plain_text(policy_text(_settings()[0]))
 
 
 def _server(

@@ -4,10 +4,18 @@ says what the running configuration does (MX host, ports, SPF, DMARC reports to 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from ddmail_admin.dnszone import render, txt
-from ddmail_common.config import Argon2Settings, Config, PublicSettings
+from ddmail_common.config import Argon2Settings, Config, PublicSettings, TlsSettings
+from ddmail_common.mta_sts import policy_id
 from tests.zonefile import answers, parsed, txt_bytes
 
 
@@ -77,3 +85,64 @@ def test_dkim_keys_of_global_and_customer_domains_are_published_with_the_configu
         assert txt_bytes(zone, f"{key['record']}.") == str(key["value"]).encode()
     # Customer keys come after the global domains, under their own heading.
     assert text.index("; --- DKIM keys of customer domains") < text.index("customer.test.dkim")
+
+
+def test_mta_sts_tls_rpt_and_caa_follow_the_config() -> None:
+    cfg = dataclasses.replace(
+        config(),
+        web=dataclasses.replace(config().web, panel_url="https://panel.example.net"),
+        public=dataclasses.replace(config().public, caa_issuers=("letsencrypt.org", "pki.goog")),
+    )
+    zone = parsed(render(cfg, ["example.org"]))
+    (sts,) = answers(zone, "_mta-sts.example.org.", "TXT")
+    assert sts == f'"v=STSv1; id={policy_id(cfg.public)}"'
+    assert answers(zone, "mta-sts.example.org.", "CNAME") == ["panel.example.net."]
+    assert answers(zone, "_smtp._tls.example.org.", "TXT") == [
+        '"v=TLSRPTv1; rua=mailto:tlsrpt@example.org"'
+    ]
+    assert answers(zone, "example.org.", "CAA") == [
+        '0 issue "letsencrypt.org"',
+        '0 issue "pki.goog"',
+    ]
+    # The id changes exactly when the policy the panel serves changes.
+    testing = dataclasses.replace(cfg.public, mta_sts_mode="testing")
+    assert policy_id(testing) != policy_id(cfg.public)
+    assert policy_id(dataclasses.replace(cfg.public)) == policy_id(cfg.public)
+
+
+def test_tlsa_records_name_every_tls_port_with_the_certificates_key(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example.net")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "cert.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cfg = dataclasses.replace(
+        config(),
+        tls=TlsSettings(certificate=pem),
+        web=dataclasses.replace(config().web, panel_url="https://panel.example.net"),
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    want = [f"3 1 1 {hashlib.sha256(spki).hexdigest()}"]
+    zone = parsed(render(cfg, ["example.org"]))
+    for name_ in (
+        "_25._tcp.mx.example.net.",
+        "_465._tcp.mail.example.net.",
+        "_587._tcp.mail.example.net.",
+        "_993._tcp.mail.example.net.",
+        "_443._tcp.panel.example.net.",
+    ):
+        assert answers(zone, name_, "TLSA") == want, name_
+    # No certificate configured: no TLSA record at all (never a guessed one).
+    assert "TLSA" not in render(config(), ["example.org"])
