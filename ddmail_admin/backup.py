@@ -48,8 +48,8 @@ class BackupError(Exception):
 
 
 def roots(cfg: Config, extra: tuple[Path, ...] = ()) -> list[Path]:
-    """The mail root, every directory holding a secret file, the DKIM keys, the configured and
-    EXTRA paths."""
+    """The mail root, every directory holding a secret file, the DKIM and DNSSEC keys, the
+    configured and EXTRA paths."""
     secret_files = [*cfg.secret_files.values()]
     if cfg.web.master_keys is not None:
         secret_files.append(cfg.web.master_keys)
@@ -58,6 +58,9 @@ def roots(cfg: Config, extra: tuple[Path, ...] = ()) -> list[Path]:
         cfg.mail_root,
         *(p.parent for p in secret_files),
         cfg.dkim.key_dir,
+        # The DNSSEC keys, once `dns zone --sign` has made them (the DS at the registrar names
+        # the KSK: a lost key means a registrar change).
+        *([cfg.zone.dnssec_key_dir] if cfg.zone.dnssec_key_dir.is_dir() else []),
         *cfg.backup.paths,
         *extra,
     ):

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ddmail_admin import backup_cli, dbadmin, dnszone, panel
+from ddmail_admin import backup_cli, dbadmin, dnssec, dnszone, panel
 from ddmail_admin import target as admin_target
 from ddmail_common.config import ConfigError
 from ddmail_common.errors import ApiError
@@ -41,7 +41,8 @@ def cmd_dns(args: argparse.Namespace) -> int:
     client = admin_target.admin_client(cfg)
     domains = client.call("GET", "/v1/domains/global")["domains"]
     keys = client.call("GET", "/v1/dkim")["keys"]
-    sys.stdout.write(dnszone.render(cfg, [d["name"] for d in domains], keys))
+    render = dnssec.render_signed if args.sign else dnszone.render
+    sys.stdout.write(render(cfg, [d["name"] for d in domains], keys))
     return 0
 
 
@@ -104,6 +105,11 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     domain.set_defaults(func=cmd_domain)
     dns = admin.add_parser("dns", help="the DNS records to publish, in zone-file syntax")
     dns.add_argument("action", choices=["zone"])
+    dns.add_argument(
+        "--sign",
+        action="store_true",
+        help="print each global domain as a DNSSEC-signed zone ([zone] nameservers), with its DS",
+    )
     admin_target.add_arguments(dns)
     dns.set_defaults(func=cmd_dns)
     dkim = admin.add_parser("dkim", help="DKIM signing keys: list them, start a rotation")

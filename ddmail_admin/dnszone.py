@@ -151,29 +151,42 @@ def dkim_selectors(keys: Iterable[DkimKey]) -> Iterator[Record]:
         yield Record(fqdn(key["record"]), "TXT", txt(key["value"]), comment)
 
 
-def render(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:
-    names = sorted({d.lower().rstrip(".") for d in domains})
-    lines = [
+def global_names(domains: Iterable[str]) -> list[str]:
+    return sorted({d.lower().rstrip(".") for d in domains})
+
+
+def sections(
+    cfg: Config, names: list[str], dkim_keys: Sequence[DkimKey]
+) -> list[tuple[str, list[Record]]]:
+    """Every record, grouped under a heading: the hosts' keys, each global domain, the DKIM
+    keys of customer domains (which live in the primary global domain's zone)."""
+    out = [("the hosts' TLS keys (DANE)", list(transport_security(cfg)))]
+    for domain in names:
+        own = dkim_selectors(k for k in dkim_keys if k["domain"] == domain)
+        out.append((domain, [*records(cfg, [domain]), *own]))
+    customers = [k for k in dkim_keys if k["domain"] not in names]
+    out.append(
+        (
+            "DKIM keys of customer domains (their CNAMEs point here, under "
+            f"{cfg.web.global_domain})",
+            list(dkim_selectors(customers)),
+        )
+    )
+    return [(title, found) for title, found in out if found]
+
+
+def header(cfg: Config, names: list[str]) -> list[str]:
+    return [
         f"; DDMail: the records of the global domains {', '.join(names) or '(none)'}",
         f"; Also needed, not known here: {fqdn(cfg.mail_hostname)} A/AAAA (this server's",
         ";   addresses) and a PTR record for each of them naming it.",
-        f"$TTL {cfg.dns_ttl}",
     ]
-    hosts = list(transport_security(cfg))
-    if hosts:
-        lines.append("; --- the hosts' TLS keys (DANE)")
-        lines.extend(record.line() for record in hosts)
-    for domain in names:
-        lines.append(f"; --- {domain}")
-        lines.extend(record.line() for record in records(cfg, [domain]))
-        lines.extend(
-            r.line() for r in dkim_selectors(k for k in dkim_keys if k["domain"] == domain)
-        )
-    customers = [k for k in dkim_keys if k["domain"] not in names]
-    if customers:
-        lines.append(
-            f"; --- DKIM keys of customer domains (their CNAMEs point here, under "
-            f"{cfg.web.global_domain})"
-        )
-        lines.extend(record.line() for record in dkim_selectors(customers))
+
+
+def render(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:
+    names = global_names(domains)
+    lines = [*header(cfg, names), f"$TTL {cfg.dns_ttl}"]
+    for title, found in sections(cfg, names, dkim_keys):
+        lines.append(f"; --- {title}")
+        lines.extend(record.line() for record in found)
     return "\n".join(lines) + "\n"

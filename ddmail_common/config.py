@@ -100,6 +100,15 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class ZoneSettings:
+    """For operators who serve the global domains' zones themselves (section [zone]):
+    `ddmail admin dns zone --sign`."""
+
+    nameservers: tuple[str, ...] = ()  # the zone's NS records; the first is in the SOA
+    dnssec_key_dir: Path = Path("/var/lib/ddmail/dnssec")  # KSK and ZSK per domain (root's)
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """The certificate every TLS port serves (section [tls]); its key's TLSA records."""
 
@@ -146,6 +155,7 @@ class Config:
     backup: BackupSettings = field(default_factory=BackupSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    zone: ZoneSettings = field(default_factory=ZoneSettings)
     dns_ttl: int = 3600  # the TTL of the records `ddmail admin dns zone` prints
     source: Path = field(default=Path("-"))
 
@@ -395,6 +405,18 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         milter=milter,
         backup=parse_backup(data),
         dkim=parse_dkim(data),
+        zone=ZoneSettings(
+            nameservers=tuple(
+                _hostname(ns, "zone.nameservers")
+                for ns in _single_lines(
+                    _get(data, "zone.nameservers", list, []), "zone.nameservers"
+                )
+            ),
+            dnssec_key_dir=_absolute(
+                _get(data, "zone.dnssec_key_dir", str, str(ZoneSettings.dnssec_key_dir)),
+                "zone.dnssec_key_dir",
+            ),
+        ),
         tls=TlsSettings(
             certificate=_absolute(cert, "tls.certificate")
             if (cert := _get(data, "tls.certificate", str, ""))

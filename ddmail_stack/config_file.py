@@ -83,6 +83,11 @@ def render(
         f"grace_seconds = {STACK_DKIM_GRACE_SECONDS}",
         f"check_dns = {'true' if layout.dns_server else 'false'}",
         "",
+        "[zone]",
+        # `dns zone --sign`: the stack's own zone as the test suite's name server would serve it.
+        f"nameservers = {q(['ns1.' + GLOBAL_DOMAIN])}",
+        f"dnssec_key_dir = {q(str(layout.root / 'lib' / 'dnssec'))}",
+        "",
         "[tls]",
         f"certificate = {q(str(layout.server_cert))}",
         "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,16 @@ def test_the_tlsa_record_matches_the_key_every_tls_port_presents(stack: RunningS
         (int(info["web_url"].rsplit(":", 1)[1]), None),
     ):
         assert presented_spki_sha256(port, starttls) == digest.lower(), port
+
+
+def test_the_signed_zone_of_the_stack_passes_ldns_and_bind(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    signed = admin(stack, "dns", "zone", "--sign")
+    domain = stack.info["global_domain"]
+    assert f"_25._tcp.mail.{domain}." in signed and "RRSIG" in signed
+    path = tmp_path / "zone"
+    path.write_text(signed)
+    assert subprocess.run(["ldns-verify-zone", str(path)], capture_output=True).returncode == 0
+    bind = subprocess.run(["dnssec-verify", "-o", domain, str(path)], capture_output=True)
+    assert bind.returncode == 0, bind.stderr

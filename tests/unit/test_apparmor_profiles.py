@@ -205,6 +205,8 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backup", DKIM_KEY, "r", "allow"),
     ("ddmail-backup//tar", DKIM_KEY, "r", "allow"),
     ("ddmail-backup//gpg", DKIM_KEY, "r", "deny"),
+    ("ddmail-backup", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "r", "allow"),
+    ("ddmail-backup//tar", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "r", "allow"),
     # the stage, the milter and the periodic job: no maildir; the first two no secret at all.
     ("ddmail-pgpstage", "/run/dovecot/ddmail-lmtp", "rw", "allow"),
     ("ddmail-pgpstage", MAIL, "r", "deny"),

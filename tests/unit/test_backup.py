@@ -42,6 +42,7 @@ def config_data(root: Path) -> dict[str, Any]:
         "web": {"master_keys": str(root / "secrets" / "master.keys")},
         "backup": {"dir": str(root / "backups"), "keep": 2, "paths": [str(root / "tls")]},
         "dkim": {"key_dir": str(root / "dkim")},
+        "zone": {"dnssec_key_dir": str(root / "dnssec")},
     }
 
 
@@ -66,6 +67,8 @@ def deployment(root: Path, key: OperatorKey) -> Config:
     (root / "dkim").mkdir(mode=0o2750)
     (root / "dkim" / "example.org.ddm1.key").write_text(f"{MARKER}-dkim-private-key")
     (root / "dkim" / "example.org.ddm1.key").chmod(0o640)
+    (root / "dnssec").mkdir(mode=0o700)  # made by `dns zone --sign`
+    (root / "dnssec" / "example.org.ksk.pem").write_text(f"{MARKER}-ksk")
     (root / "db").mkdir()
     url = f"sqlite:///{root / 'db' / 'ddmail.sqlite3'}"
     migrate(url)
@@ -124,7 +127,7 @@ def test_backup_is_encrypted_0600_and_restores_everything(tmp_path: Path, key: O
         restore(cfg, made, key)
     assert not list(root.glob(".*ddmail-restore*"))
 
-    for part in ("mail", "secrets", "tls", "dkim", "db"):
+    for part in ("mail", "secrets", "tls", "dkim", "dnssec", "db"):
         shutil.rmtree(root / part)
     done = restore(cfg, made, key)
     assert done.kept_aside == []
@@ -138,6 +141,7 @@ def test_backup_is_encrypted_0600_and_restores_everything(tmp_path: Path, key: O
     dkim_key = root / "dkim" / "example.org.ddm1.key"
     assert dkim_key.read_text() == f"{MARKER}-dkim-private-key"  # inside the encrypted archive
     assert dkim_key.stat().st_mode & 0o777 == 0o640
+    assert (root / "dnssec" / "example.org.ksk.pem").read_text() == f"{MARKER}-ksk"
     with sqlite3.connect(root / "db" / "ddmail.sqlite3") as conn:
         assert conn.execute("SELECT id FROM web_accounts").fetchall() == [(MARKER,)]
 
@@ -181,7 +185,7 @@ def test_a_tampered_archive_is_refused_before_anything_moves(
                 data = io.BytesIO(b"Subject: forged!\n"[: member.size].ljust(member.size))
             dst.addfile(member, data)
     tampered = encrypt_to(key, out.getvalue(), tmp_path / "tampered.tar.gpg")
-    for part in ("mail", "secrets", "tls", "dkim", "db"):
+    for part in ("mail", "secrets", "tls", "dkim", "dnssec", "db"):
         shutil.rmtree(root / part)
     with pytest.raises(backup.BackupError, match=r"1\.eml: sha256 does not match"):
         restore(cfg, tampered, key)
