@@ -17,10 +17,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from ddmail_stack.layout import StackLayout
-from ddmail_stack.mta import ROLES_DIR, template_env
+from ddmail_stack.mta import role_defaults, template_env
 from ddmail_stack.processes import spawn, stop, unix_accepts, wait_for
 
 RSPAMD_USER = "_rspamd"
@@ -34,12 +32,6 @@ START_TIMEOUT = 120.0
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CUSTOM_MARKER = b"DDMAIL-LOCAL-MALWARE-TEST-SIGNATURE-7f3a9c"
 SIGNATURES = (("Eicar-Test-Signature", EICAR), ("DDMail.Test.Custom", CUSTOM_MARKER))
-
-
-def role_defaults(role: str) -> dict[str, object]:
-    data = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
-    assert isinstance(data, dict)
-    return data
 
 
 def _own(path: Path, user: str, mode: int) -> None:

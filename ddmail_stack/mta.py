@@ -29,6 +29,7 @@ from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
 
 import jinja2
+import yaml
 
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 
@@ -156,9 +157,21 @@ def template_env(role: str) -> jinja2.Environment:
     )
 
 
+def role_defaults(role: str) -> dict[str, object]:
+    data = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def tls_policy() -> dict[str, object]:
+    """The one TLS policy (role tls_policy, a dependency of postfix, dovecot and nginx)."""
+    return role_defaults("tls_policy")
+
+
 def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
     """Local values for every variable of ansible/roles/postfix/defaults/main.yml."""
     return {
+        **tls_policy(),
         "postfix_config_directory": str(layout.postfix_dir),
         "postfix_queue_directory": str(layout.postfix_queue),
         "postfix_data_directory": str(layout.postfix_data),
@@ -224,6 +237,7 @@ def dovecot_vars(
 ) -> dict[str, object]:
     """Local values for every variable of ansible/roles/dovecot/defaults/main.yml."""
     return {
+        **tls_policy(),
         "dovecot_config_dir": str(layout.dovecot_dir),
         "dovecot_base_dir": str(layout.dovecot_base),
         "dovecot_state_dir": str(layout.dovecot_state),

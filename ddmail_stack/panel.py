@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ddmail_web
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
-from ddmail_stack.mta import template_env
+from ddmail_stack.mta import template_env, tls_policy
 from ddmail_stack.processes import port_open, python_script, spawn, wait_for
 
 # What Debian's /etc/nginx/nginx.conf gives the role's site in production, reduced to what the
@@ -36,6 +36,7 @@ http {{
 def nginx_vars(layout: StackLayout) -> dict[str, object]:
     """Local values for every variable of ansible/roles/nginx/defaults/main.yml."""
     return {
+        **tls_policy(),
         "nginx_panel_listen": [f"127.0.0.1:{layout.web_port}"],
         "nginx_panel_server_names": f"localhost 127.0.0.1 {GLOBAL_DOMAIN}",
         "nginx_panel_certificate": str(layout.server_cert),

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ddmail_stack.filters import role_defaults
-from ddmail_stack.mta import template_env
+from ddmail_stack.mta import role_defaults, template_env
 
 
 def production_values() -> dict[str, object]:
@@ -103,7 +102,13 @@ def test_an_unscannable_message_is_deferred_not_delivered(rspamd_confdir: Path) 
 def test_postfix_fails_closed_when_a_milter_is_down() -> None:
     main_cf = template_env("postfix").get_template("main.cf.j2")
     filter_milter = "unix:/run/rspamd/milter.sock"
-    text = main_cf.render({**role_defaults("postfix"), "postfix_filter_milter": filter_milter})
+    text = main_cf.render(
+        {
+            **role_defaults("tls_policy"),
+            **role_defaults("postfix"),
+            "postfix_filter_milter": filter_milter,
+        }
+    )
     assert "\nmilter_default_action = tempfail\n" in text
     assert "\nsmtpd_milters = unix:/run/rspamd/milter.sock\n" in text
 
@@ -118,10 +123,16 @@ def test_redis_and_clamd_have_no_network_listener_and_no_world_access() -> None:
 
 def test_submission_runs_the_ownership_milter_first_then_the_filter() -> None:
     master_cf = template_env("postfix").get_template("master.cf.j2")
-    values = {**role_defaults("postfix"), "postfix_filter_milter": "unix:/run/rspamd/milter.sock"}
+    values = {
+        **role_defaults("tls_policy"),
+        **role_defaults("postfix"),
+        "postfix_filter_milter": "unix:/run/rspamd/milter.sock",
+    }
     expected = "-o smtpd_milters=unix:/run/ddmail-milter/milter.sock,unix:/run/rspamd/milter.sock"
     assert master_cf.render(values).count(expected) == 2  # 587 and 465
-    alone = master_cf.render(role_defaults("postfix"))  # no filter deployed (yet)
+    alone = master_cf.render(
+        {**role_defaults("tls_policy"), **role_defaults("postfix")}
+    )  # the role alone
     assert alone.count("-o smtpd_milters=unix:/run/ddmail-milter/milter.sock\n") == 2
 
 
