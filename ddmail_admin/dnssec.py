@@ -9,7 +9,6 @@ and publish its output well before they expire (weekly is safe).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ddmail_admin.dnszone import DkimKey, Record, fqdn, global_names, header, sections
 from ddmail_common.config import Config, ConfigError
+from ddmail_common.files import create_new
 
 ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256
 SIGNATURE_DAYS = 14
@@ -41,12 +41,7 @@ def _load_or_make(path: Path) -> ec.EllipticCurvePrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        create_new(path, pem, 0o600)
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path}: not an ECDSA key")

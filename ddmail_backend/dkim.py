@@ -35,6 +35,7 @@ from ddmail_backend.models import GLOBAL, DkimKey, Domain
 from ddmail_common.config import DkimSettings
 from ddmail_common.db import Database
 from ddmail_common.errors import conflict, not_found
+from ddmail_common.files import create_new
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,9 @@ def new_key_pair() -> tuple[bytes, str]:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Create PATH (never through a symlink, never over a file), mode 0640, durably."""
-    path.unlink(missing_ok=True)  # a leftover of a crash between file and row
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Create PATH afresh, mode 0640 (a leftover of a crash between file and row goes first)."""
+    path.unlink(missing_ok=True)
+    create_new(path, data, 0o640)
 
 
 @dataclass(frozen=True)

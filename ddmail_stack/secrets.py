@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from ddmail_common.files import create_new
 
 
 def ensure_secret(path: Path, nbytes: int = 32) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(nbytes) + "\n")
+        create_new(path, (secrets.token_hex(nbytes) + "\n").encode(), 0o600)
     return path.read_bytes().strip()

@@ -34,6 +34,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ddmail_common.files import create_new
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -107,11 +109,7 @@ class MasterKeys:
         """Create a key file (mode 0600) with one new key; refuse to replace an existing one,
         which would make every seal under its keys unreadable. Returns the key id."""
         key_id = _new_key_id(set())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_key_line(key_id))
-            f.flush()
-            os.fsync(fd)
+        create_new(path, _key_line(key_id), 0o600)
         _fsync_dir(path.parent)
         return key_id
 
