@@ -39,10 +39,17 @@ def cmd_domain(args: argparse.Namespace) -> int:
 def cmd_dns(args: argparse.Namespace) -> int:
     cfg = admin_target.config(args)
     client = admin_target.admin_client(cfg)
-    domains = client.call("GET", "/v1/domains/global")["domains"]
+    names = [d["name"] for d in client.call("GET", "/v1/domains/global")["domains"]]
     keys = client.call("GET", "/v1/dkim")["keys"]
+    if args.domain:
+        # One zone: that domain's records and every DKIM key published under it.
+        if args.domain.lower().rstrip(".") not in names:
+            print(f"{args.domain} is not a global domain", file=sys.stderr)
+            return 2
+        names = [args.domain.lower().rstrip(".")]
+        keys = [k for k in keys if dnssec.in_zone(k["record"], names[0])]
     render = dnssec.render_signed if args.sign else dnszone.render
-    sys.stdout.write(render(cfg, [d["name"] for d in domains], keys))
+    sys.stdout.write(render(cfg, names, keys))
     return 0
 
 
@@ -105,6 +112,9 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     domain.set_defaults(func=cmd_domain)
     dns = admin.add_parser("dns", help="the DNS records to publish, in zone-file syntax")
     dns.add_argument("action", choices=["zone"])
+    dns.add_argument(
+        "--domain", help="only this global domain's zone (one file per zone for a name server)"
+    )
     dns.add_argument(
         "--sign",
         action="store_true",

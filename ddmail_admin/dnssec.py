@@ -112,6 +112,7 @@ def render_signed(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimK
         parts.append(signed_zone(cfg, name, [r for r in every if zone_of[id(r)] == name]))
     rest = [r for r in every if zone_of[id(r)] is None]
     if rest:
-        parts.append("; --- in none of these zones: publish in their own (unsigned here)")
-        parts.extend(r.line() for r in rest)
+        # As comments, so the output stays a valid zone file for each zone it holds.
+        parts.append("; --- in none of these zones: publish them in their own zone")
+        parts.extend(f"; {r.line()}" for r in rest)
     return "\n".join(parts) + "\n"
