@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Response, request
 
@@ -26,6 +26,7 @@ from ddmail_common.config import Config
 from ddmail_common.db import Database
 from ddmail_common.errors import bad_request
 from ddmail_common.idempotency import IdempotencyStore
+from ddmail_common.mta_sts import policy_id
 from ddmail_common.signing import NonceCache, Verifier
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,29 @@ def create_app(
     @app.get("/v1/domains/records")
     @authenticated(PANEL)
     def domain_records() -> Response:
-        records = domains.records(_account(), cfg.mail_hostname, cfg.web.global_domain)
+        records = domains.records(
+            _account(),
+            cfg.mail_hostname,
+            cfg.web.global_domain,
+            policy_id(cfg.public),
+            urlsplit(cfg.web.panel_url).hostname or "",
+        )
         return json_response(200, {"domains": records})
+
+    # -- MTA-STS policy hosts ----------------------------------------------------------------
+    @app.get("/v1/mta-sts/hosts")
+    @authenticated(ADMIN)
+    def mta_sts_hosts() -> Response:
+        # The root-run certificate job (`ddmail admin mta-sts certificates`) reads these.
+        return json_response(200, {"hosts": domains.mta_sts_hosts()})
+
+    @app.get("/v1/mta-sts/host")
+    @authenticated(PANEL)
+    def mta_sts_host() -> Response:
+        host = request.args.get("name", "")
+        if len(host) > 300:
+            raise bad_request("The query parameter 'name' is too long.")
+        return json_response(200, {"name": host, "served": domains.serves_mta_sts(host)})
 
     @app.post("/v1/domains")
     @authenticated(PANEL)

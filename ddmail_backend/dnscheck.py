@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -103,12 +104,41 @@ class Expected:
             return any(f.startswith("v=spf1") and (" mx" in f or "include:" in f) for f in found)
         if self.purpose in ("DMARC", "TLS-RPT"):
             return any(f.startswith(self.value.split(";")[0]) for f in found)
-        if self.purpose == "MTA-STS":
-            return any(f.startswith("v=STSv1") for f in found)
+        if self.purpose == "MTA-STS" and self.rtype == "TXT":
+            # The policy at mta-sts.<domain> is ours, so the id must be ours: senders fetch the
+            # policy again only when the id changes (RFC 8461 section 3.1).
+            return any(_sts_fields(f) == _sts_fields(self.value) for f in found)
         return any(f.rstrip(".").lower() == self.value.rstrip(".").lower() for f in found)
 
 
-def expected_records(domain: str, token: str, mail_host: str, global_domain: str) -> list[Expected]:
+def _sts_fields(record: str) -> dict[str, str]:
+    """An MTA-STS TXT record's version and id (other fields are ignored, per the RFC)."""
+    fields = dict(part.strip().partition("=")[::2] for part in record.split(";"))
+    return {key: fields.get(key, "") for key in ("v", "id")}
+
+
+def mta_sts_records(domain: str, policy_id: str, panel_host: str) -> list[Expected]:
+    """MTA-STS for an own domain: the TXT record with the id of the policy the panel serves, and
+    the policy host pointing at the panel (an A/AAAA record when the panel is only an address,
+    as in the local stack)."""
+    host = f"mta-sts.{domain}"
+    try:
+        address = ipaddress.ip_address(panel_host)
+    except ValueError:
+        target = Expected("CNAME", host, f"{panel_host}.", "MTA-STS")
+    else:
+        target = Expected("A" if address.version == 4 else "AAAA", host, panel_host, "MTA-STS")
+    return [Expected("TXT", f"_mta-sts.{domain}", f"v=STSv1; id={policy_id}", "MTA-STS"), target]
+
+
+def expected_records(
+    domain: str,
+    token: str,
+    mail_host: str,
+    global_domain: str,
+    policy_id: str,
+    panel_host: str,
+) -> list[Expected]:
     return [
         Expected("TXT", verification_name(domain), verification_value(token), "ownership"),
         Expected("MX", domain, f"10 {mail_host}.", "MX"),
@@ -118,7 +148,7 @@ def expected_records(domain: str, token: str, mail_host: str, global_domain: str
             for name, target in (customer_cname(domain, sel, global_domain) for sel in SELECTORS)
         ),
         Expected("TXT", f"_dmarc.{domain}", "v=DMARC1; p=quarantine", "DMARC"),
-        Expected("TXT", f"_mta-sts.{domain}", "v=STSv1; id=1", "MTA-STS"),
+        *mta_sts_records(domain, policy_id, panel_host),
         Expected(
             "TXT",
             f"_smtp._tls.{domain}",

@@ -46,6 +46,9 @@ def parse_domain(text: str) -> str:
         raise ApiError(400, "invalid_domain", str(exc)) from None
 
 
+# Senders fetch a domain's MTA-STS policy from https://mta-sts.<domain>/ (RFC 8461 section 3.3).
+MTA_STS_LABEL = "mta-sts"
+
 # A claim not verified within this many days is dropped (the name is free again for others).
 CLAIM_DAYS = 7
 MAX_CLAIMS_PER_ACCOUNT = 20  # pending claims at once: a flood cannot grow the table unbounded
@@ -168,6 +171,25 @@ class Domains:
                 claims = select(DomainClaim).where(DomainClaim.account == account)
                 views += [_claim_view(c) for c in s.execute(claims).scalars()]
         return sorted(views, key=lambda v: v.name)
+
+    def mta_sts_hosts(self) -> builtins.list[str]:
+        """The policy host `mta-sts.<domain>` of every domain whose MTA-STS policy the panel
+        serves: enabled global domains and verified account domains that are not suspended
+        (a claim is nobody's yet; a suspended domain receives no mail)."""
+        with self.db.session() as s:
+            names = s.execute(select(Domain.name).where(Domain.enabled, Domain.verified))
+            return sorted(f"{MTA_STS_LABEL}.{name}" for name in names.scalars())
+
+    def serves_mta_sts(self, host: str) -> bool:
+        """Whether HOST is one of mta_sts_hosts()."""
+        label, _, name = host.lower().partition(".")
+        if label != MTA_STS_LABEL:
+            return False
+        with self.db.session() as s:
+            found = s.execute(
+                select(Domain.id).where(Domain.name == name, Domain.enabled, Domain.verified)
+            ).first()
+        return found is not None
 
     def set_global_enabled(self, text: str, enabled: bool) -> DomainView:
         name = parse_domain(text)
@@ -367,7 +389,13 @@ class Domains:
         return out
 
     def records(
-        self, account: str, mail_host: str, global_domain: str, budget: float = DNS_BUDGET
+        self,
+        account: str,
+        mail_host: str,
+        global_domain: str,
+        policy_id: str,
+        panel_host: str,
+        budget: float = DNS_BUDGET,
     ) -> dict[str, builtins.list[dict[str, object]]]:
         """Every record each of the account's domains needs, next to what DNS has now (None: DNS
         did not answer). All lookups run at once and the answer comes within BUDGET seconds
@@ -376,7 +404,9 @@ class Domains:
             (domain.name, want)
             for domain in self.list(account=account)
             if domain.state != SUPERSEDED
-            for want in expected_records(domain.name, domain.token or "", mail_host, global_domain)
+            for want in expected_records(
+                domain.name, domain.token or "", mail_host, global_domain, policy_id, panel_host
+            )
         ]
         if not wanted:
             return {}

@@ -202,6 +202,7 @@ def domains() -> Response | str | tuple[str, int]:
     return render_template(
         "mail/domains.html",
         records=records,
+        global_domain=web().settings.global_domain,
         form=form,
         domains=answer.get("domains", []),
     ), status

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 
 from ddmail_common.config import PublicSettings, WebSettings
+from ddmail_common.errors import ApiError
 from ddmail_common.mta_sts import policy_text
 from ddmail_common.validators import operator_address
 from ddmail_web.funds import price_text
 from ddmail_web.sessions import access
+from ddmail_web.state import web
 
 bp = Blueprint("public", __name__)
 
@@ -126,9 +129,26 @@ def security_txt_file() -> Response:
     return _plain_text(security_txt(datetime.now(UTC)))
 
 
+def _mta_sts_host_served(host: str) -> bool:
+    """Whether the backend serves a policy for this `mta-sts.` host (a global domain's or a
+    verified, not suspended customer domain's)."""
+    try:
+        answer = web().backend.call("GET", f"/v1/mta-sts/host?{urlencode({'name': host})}")
+    except ApiError:
+        # No answer is not "no policy": a sender that got a 404 could drop a cached policy.
+        abort(503)
+    return bool(answer["served"])
+
+
 @bp.get("/.well-known/mta-sts.txt")
 @access("public")
 def mta_sts_file() -> Response:
+    # The Host header decides (RFC 8461 section 3.3: https://mta-sts.<domain>/). A policy host
+    # of a domain we do not serve gets the same 404 as any unknown path, so the answer tells no
+    # more than DNS already does. Other names (the panel's own) get the service's policy.
+    host = request.host.lower().partition(":")[0]
+    if host.startswith("mta-sts.") and not _mta_sts_host_served(host):
+        abort(404)
     return _plain_text(policy_text(_settings()[0]))
 
 
