@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ddmail_admin import backup_cli, dbadmin, dnssec, dnszone, panel
+from ddmail_admin import backup_cli, dbadmin, dnssec, dnszone, mta_sts, panel, tlsreports_cli
 from ddmail_admin import target as admin_target
 from ddmail_common.config import ConfigError
 from ddmail_common.errors import ApiError
@@ -134,6 +134,8 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     panel.add_commands(admin)
     dbadmin.add_commands(admin)
     backup_cli.add_commands(admin)
+    tlsreports_cli.add_commands(admin)
+    mta_sts.add_commands(admin)
 
 
 def parser() -> argparse.ArgumentParser:
