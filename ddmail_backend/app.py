@@ -20,6 +20,7 @@ from ddmail_backend.mailboxes import Mailboxes
 from ddmail_backend.models import GLOBAL, AccountState, idempotency
 from ddmail_backend.openpgp import OpenPgp
 from ddmail_backend.operator import sync_operator_routes
+from ddmail_backend.tlsreports import TlsReports
 from ddmail_common.api import MAX_BODY, authenticated, field, json_body, json_response, make_api
 from ddmail_common.client import ServiceClient
 from ddmail_common.config import Config
@@ -28,10 +29,12 @@ from ddmail_common.errors import bad_request
 from ddmail_common.idempotency import IdempotencyStore
 from ddmail_common.mta_sts import policy_id
 from ddmail_common.signing import NonceCache, Verifier
+from ddmail_common.tlsrpt import Report, ReportError
 
 log = logging.getLogger(__name__)
 PANEL = {"web", "admin"}
 ADMIN = {"admin"}
+REPORTS = {"tlsrpt"}  # ddmail-tlsrpt, the TLS report parser Postfix hands report mail to
 
 
 def _owned(data: dict[str, Any], name: str) -> tuple[str, str]:
@@ -53,7 +56,10 @@ def create_app(
     run_jobs: bool = True,
 ) -> Flask:
     db = db or Database(cfg.db_url)
-    verifier = Verifier({"web": cfg.secret("web"), "admin": cfg.secret("admin")}, NonceCache())
+    verifier = Verifier(
+        {name: cfg.secret(name) for name in (*PANEL, *REPORTS)},
+        NonceCache(),
+    )
     app = make_api("ddmail_backend", verifier)
     keyhandler = ServiceClient("backend", cfg.secret("backend"), cfg.keyhandler_socket, "key")
     jobs = JobQueue(db)
@@ -67,6 +73,7 @@ def create_app(
     openpgp = OpenPgp(keyhandler, mailboxes)
     accounts = Accounts(db, keyhandler, openpgp)
     idem = IdempotencyStore(db, idempotency)
+    tls_reports = TlsReports(db)
     app.extensions["ddmail_jobs"] = jobs
 
     def reload_postfix() -> None:
@@ -127,6 +134,27 @@ def create_app(
         data = json_body()
         domain = parse_domain(field(data, "domain", str, 300)) if "domain" in data else None
         return json_response(200, {"started": [k.as_json() for k in dkim.rotate(domain)]})
+
+    # -- SMTP TLS reports (RFC 8460) ---------------------------------------------------------
+    @app.post("/v1/tls-reports")
+    @authenticated(REPORTS)
+    @idem.wrap
+    def store_tls_report() -> Response:
+        try:
+            report = Report.from_summary(json_body())
+        except ReportError as exc:
+            raise bad_request(str(exc)) from None
+        return json_response(200, tls_reports.store(report))
+
+    @app.get("/v1/tls-reports")
+    @authenticated(ADMIN)
+    def list_tls_reports() -> Response:
+        return json_response(200, {"reports": tls_reports.list()})
+
+    @app.get("/v1/tls-reports/summary")
+    @authenticated(PANEL)
+    def tls_report_summary() -> Response:
+        return json_response(200, {"domains": tls_reports.summary(_account())})
 
     # -- account domains -------------------------------------------------------------------
     @app.get("/v1/domains")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ddmail_common.db import Base
@@ -149,3 +149,32 @@ class AccountState(Base):
 
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class TlsReport(Base):
+    """One policy of an SMTP TLS report (RFC 8460) for a domain we host, as summarised by
+    ddmail_common.tlsrpt: no address of any host, only counts, result types and MX names."""
+
+    __tablename__ = "backend_tls_reports"
+    __table_args__ = (
+        UniqueConstraint(
+            "organization",
+            "report_id",
+            "policy_domain",
+            "policy_type",
+            name="uq_backend_tls_reports",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization: Mapped[str] = mapped_column(String(200))
+    report_id: Mapped[str] = mapped_column(String(200))
+    policy_domain: Mapped[str] = mapped_column(String(253), index=True)
+    policy_type: Mapped[str] = mapped_column(String(16))
+    start_at: Mapped[int] = mapped_column(Integer)
+    end_at: Mapped[int] = mapped_column(Integer)
+    successful: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    # JSON: [[result type, receiving MX host name or "", sessions], ...]
+    failures: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[int] = mapped_column(Integer, index=True)

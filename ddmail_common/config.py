@@ -148,6 +148,7 @@ class Config:
     pgpstage_socket: Path = Path("/run/ddmail/pgpstage.sock")  # Postfix delivers here
     dovecot_lmtp_socket: Path = Path("/run/dovecot/lmtp")  # the stage hands mail on here
     gnupg_binary: str = "gpg"
+    tlsrpt_socket: Path = Path("/run/ddmail-tlsrpt/tlsrpt.sock")  # Postfix hands TLS reports here
     operator_address: str = "operator@ddmail.test"  # receives postmaster@, abuse@, reports
     public: PublicSettings = field(default_factory=PublicSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -442,6 +443,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
         pgpstage_socket=Path(_get(data, "pgpstage.socket", str, "/run/ddmail/pgpstage.sock")),
         dovecot_lmtp_socket=Path(_get(data, "pgpstage.dovecot_lmtp", str, "/run/dovecot/lmtp")),
         gnupg_binary=_get(data, "pgpstage.gnupg_binary", str, "gpg"),
+        tlsrpt_socket=Path(_get(data, "tlsrpt.socket", str, "/run/ddmail-tlsrpt/tlsrpt.sock")),
         source=source,
     )
 

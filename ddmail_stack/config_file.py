@@ -8,7 +8,7 @@ from ddmail_common.config import Config
 from ddmail_common.config import load as load_config
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
 
-CALLERS = ("web", "admin", "backend", "dovecot")
+CALLERS = ("web", "admin", "backend", "dovecot", "tlsrpt")
 # Secret files: each caller's signing secret, and the key of the panel's audit trail.
 SECRETS = (*CALLERS, "audit")
 # The operator's mailbox in the local stack: outside every hosted domain, so Postfix relays it to
@@ -60,6 +60,9 @@ def render(
         "[pgpstage]",
         f"socket = {q(str(layout.socket('pgpstage')))}",
         f"dovecot_lmtp = {q(str(layout.dovecot_lmtp_socket))}",
+        "",
+        "[tlsrpt]",
+        f"socket = {q(str(layout.socket('tlsrpt')))}",
         "",
         "[milter]",
         f"socket = {q(str(layout.socket('milter')))}",

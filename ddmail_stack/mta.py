@@ -43,6 +43,7 @@ POSTFIX_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("sql-mailboxes.cf.j2", "sql-mailboxes.cf", 0o640, "postfix"),
     ("sql-aliases.cf.j2", "sql-aliases.cf", 0o640, "postfix"),
     ("sql-senders.cf.j2", "sql-senders.cf", 0o640, "postfix"),
+    ("sql-tlsrpt.cf.j2", "sql-tlsrpt.cf", 0o640, "postfix"),
 )
 DOVECOT_FILES: tuple[tuple[str, str, int, str], ...] = (
     ("dovecot.conf.j2", "dovecot.conf", 0o644, "root"),
@@ -190,6 +191,7 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_tls_key_file": str(layout.server_key),
         # Through the OpenPGP stage, which hands every message on to Dovecot's LMTP.
         "postfix_virtual_transport": f"lmtp:unix:{layout.socket('pgpstage')}",
+        "postfix_tlsrpt_transport": f"lmtp:unix:{layout.socket('tlsrpt')}",
         "postfix_dovecot_auth_socket": str(layout.dovecot_auth_socket),
         "postfix_submission_milter": f"unix:{layout.socket('milter')}",
         "postfix_filter_milter": f"unix:{layout.rspamd_milter_socket}",

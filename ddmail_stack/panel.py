@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ddmail_web
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
-from ddmail_stack.mta import template_env, tls_policy
+from ddmail_stack.templates import template_env, tls_policy
 from ddmail_stack.processes import port_open, python_script, spawn, wait_for
 
 # What Debian's /etc/nginx/nginx.conf gives the role's site in production, reduced to what the

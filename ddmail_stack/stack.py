@@ -175,6 +175,7 @@ class Stack:
         self.procs["dovecot"] = mta.start_dovecot(L)
         self.start_service("pgpstage")
         self.start_service("milter")  # before Postfix: submission fails closed without it
+        self.start_service("tlsrpt")  # the TLS report parser Postfix hands report copies to
         filters.render_filter_config(L)
         for name, proc in filters.start_filters(L).items():  # before Postfix: it fails closed
             self.procs[name] = proc

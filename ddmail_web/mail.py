@@ -198,9 +198,13 @@ def domains() -> Response | str | tuple[str, int]:
     records = (backend("GET", f"/v1/domains/records?account={g.account.id}") or {}).get(
         "domains", {}
     )
+    tls_reports = (backend("GET", f"/v1/tls-reports/summary?account={g.account.id}") or {}).get(
+        "domains", {}
+    )
     status = 400 if form.errors else 200
     return render_template(
         "mail/domains.html",
+        tls_reports=tls_reports,
         records=records,
         global_domain=web().settings.global_domain,
         form=form,

@@ -27,7 +27,7 @@ def write_config(
     root: Path, db_url: str, extra: dict[str, dict[str, object]] | None = None
 ) -> Config:
     secrets = {}
-    for name in ("web", "admin", "backend", "dovecot", "audit"):
+    for name in ("web", "admin", "backend", "dovecot", "audit", "tlsrpt"):
         path = root / f"{name}.key"
         path.write_text(name * 16 + "-0123456789abcdef\n")
         path.chmod(0o600)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ddmail_stack.mta import template_env
+from ddmail_stack.templates import template_env
 from tests.systemd_security import DDMAIL_SERVICES, DDMAIL_UNITS, MAX_EXPOSURE, exposure
 
 ROLE = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "ddmail"
