@@ -33,6 +33,12 @@ http {{
 """
 
 
+def mta_sts_certificates(layout: StackLayout) -> Path:
+    """Where nginx finds <mta-sts.domain>.pem and .key of the customer domains' policy hosts
+    (ddmail_stack.mta_sts puts them there)."""
+    return layout.tls / "mta-sts"
+
+
 def nginx_vars(layout: StackLayout) -> dict[str, object]:
     """Local values for every variable of ansible/roles/nginx/defaults/main.yml."""
     return {
@@ -44,6 +50,7 @@ def nginx_vars(layout: StackLayout) -> dict[str, object]:
         "nginx_panel_upstream_socket": str(layout.socket("web")),
         "nginx_panel_error_log": "stderr",
         "nginx_panel_error_pages": str(Path(ddmail_web.__file__).parent / "static" / "errors"),
+        "nginx_mta_sts_certificates_dir": str(mta_sts_certificates(layout)),
     }
 
 
