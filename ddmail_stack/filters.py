@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ddmail_stack.layout import StackLayout
-from ddmail_stack.mta import role_defaults, template_env
 from ddmail_stack.processes import spawn, stop, unix_accepts, wait_for
+from ddmail_stack.templates import role_defaults, template_env
 
 RSPAMD_USER = "_rspamd"
 REDIS_USER = "redis"

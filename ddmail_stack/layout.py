@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,9 @@ DEFAULT_PORT_BASE = 20000
 GLOBAL_DOMAIN = "ddmail.test"
 # A unix socket path may not exceed 108 bytes; the longest one we make is run/dovecot/auth-postfix.
 MAX_ROOT_LEN = 60
+# With --dns, mail to domains under this suffix leaves by their MX records, verified with DANE
+# or MTA-STS as in production; all other outbound mail goes to the sink.
+DNS_ROUTED_SUFFIX = "remote.test"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,18 @@ class StackLayout:
     @property
     def web_port(self) -> int:
         return self.port_base + 443
+
+    @property
+    def mta_sts_port(self) -> int:
+        """The MTA-STS resolver's socketmap (production: 8461) when the stack has --dns."""
+        return self.port_base + 846
+
+    @property
+    def resolver_address(self) -> str:
+        """The stack's validating resolver (Unbound, --dns only): a loopback address of its own
+        at port 53, because resolv.conf, which Postfix reads, cannot name another port."""
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).digest()
+        return f"127.53.{digest[0]}.{max(digest[1], 1)}"
 
     @property
     def unlock_port(self) -> int:
@@ -174,6 +190,18 @@ class StackLayout:
         return self.tls / "ca.pem"
 
     @property
+    def ca_key(self) -> Path:
+        """The local CA's key: it signs the next certificate of a TLS key rollover, and test
+        servers' certificates (the stack's stand-in for the public CAs)."""
+        return self.tls / "ca.key"
+
+    @property
+    def resolver_dir(self) -> Path:
+        """Unbound's config, its trust anchors (anchors/*.conf) and the resolv.conf Postfix and
+        the MTA-STS resolver see."""
+        return self.etc / "unbound"
+
+    @property
     def server_cert(self) -> Path:
         return self.tls / "server.pem"
 
@@ -206,6 +234,8 @@ class StackLayout:
             "keyhandler_socket": str(self.socket("keyhandler")),
             "config": str(self.etc / "ddmail.toml"),
             "dns_server": self.dns_server,
+            "resolver": f"{self.resolver_address}:53" if self.dns_server else "",
+            "dns_routed_suffix": DNS_ROUTED_SUFFIX if self.dns_server else "",
         }
 
     def write_stack_json(self) -> None:

@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
 
-import jinja2
-import yaml
-
+from ddmail_stack import dns
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
-
-ROLES_DIR = Path(__file__).resolve().parent.parent / "ansible" / "roles"
+from ddmail_stack.templates import template_env, tls_policy
 
 # (template, file name, mode, group) per role; the group owns files holding a DB password.
 POSTFIX_FILES: tuple[tuple[str, str, int, str], ...] = (
@@ -148,27 +145,6 @@ def instance_name(layout: StackLayout) -> str:
     return f"ddmail-{digest}"
 
 
-def template_env(role: str) -> jinja2.Environment:
-    """The Jinja2 settings Ansible's template module uses, but with StrictUndefined."""
-    return jinja2.Environment(  # noqa: S701 - mail config files, not HTML
-        loader=jinja2.FileSystemLoader(ROLES_DIR / role / "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-def role_defaults(role: str) -> dict[str, object]:
-    data = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
-    assert isinstance(data, dict)
-    return data
-
-
-def tls_policy() -> dict[str, object]:
-    """The one TLS policy (role tls_policy, a dependency of postfix, dovecot and nginx)."""
-    return role_defaults("tls_policy")
-
-
 def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
     """Local values for every variable of ansible/roles/postfix/defaults/main.yml."""
     return {
@@ -184,8 +160,8 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_smtps_listen": f"127.0.0.1:{layout.smtps_port}",
         "postfix_mynetworks": "192.0.2.1/32",
         "postfix_relayhost": f"[127.0.0.1]:{layout.sink_port}",
-        "postfix_smtp_tls_security_level": "may",
-        "postfix_smtp_dns_support_level": "disabled",
+        **dns.postfix_routes(layout),
+        "postfix_smtp_tls_ca_file": str(layout.ca_cert),
         "postfix_maillog_file": "/dev/stdout",
         "postfix_tls_cert_file": str(layout.server_cert),
         "postfix_tls_key_file": str(layout.server_key),
@@ -459,7 +435,10 @@ def start_postfix(
     """
     with _output(stdout, stderr, layout.log_dir / "postfix.log") as (out, err):
         proc = subprocess.Popen(
-            [_tool("postfix"), "-c", str(layout.postfix_dir), "start-fg"],
+            # With --dns, in the mount namespace whose resolv.conf names the stack's Unbound.
+            dns.with_resolver(
+                layout, [_tool("postfix"), "-c", str(layout.postfix_dir), "start-fg"]
+            ),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
-from ddmail_stack import config_file, filters, mta
+from ddmail_stack import config_file, dns, filters, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, unix_accepts, wait_for
@@ -63,6 +63,7 @@ def prepare(layout: StackLayout) -> None:
         MasterKeys.generate_file(layout.secrets / "master.keys")
     make_local_tls(
         layout.ca_cert,
+        layout.ca_key,
         layout.server_cert,
         layout.server_key,
         ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"],
@@ -178,6 +179,9 @@ class Stack:
         self.start_service("tlsrpt")  # the TLS report parser Postfix hands report copies to
         filters.render_filter_config(L)
         for name, proc in filters.start_filters(L).items():  # before Postfix: it fails closed
+            self.procs[name] = proc
+            (L.run / f"{name}.pid").write_text(f"{proc.pid}\n")
+        for name, proc in dns.start_resolver(L).items():  # Postfix's DNS, with --dns
             self.procs[name] = proc
             (L.run / f"{name}.pid").write_text(f"{proc.pid}\n")
         self.procs["postfix"] = mta.start_postfix(L)

@@ -62,6 +62,11 @@ class AuthDns:
             f"@ IN SOA ns1.{zone}. hostmaster.{zone}. {int(time.time())} 3600 600 86400 {ttl}\n"
             f"@ IN NS ns1.{zone}.\nns1 IN A {HOST}\n{records}\n"
         )
+        self.publish_zone_file(zone, text)
+
+    def publish_zone_file(self, zone: str, text: str) -> None:
+        """Serve ZONE from the complete zone file TEXT (e.g. a DNSSEC-signed one)."""
+        zone = zone.rstrip(".").lower()
         (self.dir / f"{zone}.zone").write_text(text)
         self.zones[zone] = text
         self.restart()

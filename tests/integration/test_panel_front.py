@@ -100,7 +100,9 @@ def test_panel_down_gets_a_clear_page_with_the_panels_headers(
     layout = StackLayout(root=tmp_path / "front", port_base=free_port_base())
     for d in (layout.run, layout.tls, layout.etc):
         d.mkdir(parents=True)
-    make_local_tls(layout.ca_cert, layout.server_cert, layout.server_key, ["localhost"])
+    make_local_tls(
+        layout.ca_cert, layout.ca_key, layout.server_cert, layout.server_key, ["localhost"]
+    )
     render_nginx(layout)
     nginx = spawn(
         [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(layout.run / "nginx"), "-c",

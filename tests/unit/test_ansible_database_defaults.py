@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ddmail_stack.mta import ROLES_DIR, template_env
+from ddmail_stack.templates import ROLES_DIR, template_env
 
 POSTFIX_MAPS = sorted(p.name for p in (ROLES_DIR / "postfix" / "templates").glob("sql-*.cf.j2"))
 

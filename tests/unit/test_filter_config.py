@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ddmail_stack.mta import role_defaults, template_env
+from ddmail_stack.templates import role_defaults, template_env
 
 
 def production_values() -> dict[str, object]:
