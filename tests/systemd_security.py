@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-# The services of role ddmail (ansible/roles/ddmail/templates), each rated below; the first five
+# The services of role ddmail (ansible/roles/ddmail/templates), each rated below; the first six
 # are the long-running ones.
 DDMAIL_SERVICES = (
     "ddmail-web.service",
@@ -15,6 +15,7 @@ DDMAIL_SERVICES = (
     "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
     "ddmail-milter.service",
+    "ddmail-tlsrpt.service",
     "ddmail-periodic.service",
     "ddmail-backup.service",
 )

@@ -58,6 +58,20 @@ def test_postfix_accepts_its_configuration(applied_rootfs: AppliedRootfs) -> Non
     assert maps.strip() == "proxy:pgsql:/etc/postfix/sql-domains.cf"
 
 
+def test_tls_reports_are_copied_to_their_parser(applied_rootfs: AppliedRootfs) -> None:
+    """TLS-RPT (DN 41): Postfix adds the blind copy of tlsrpt@ mail and routes it to the
+    socket of ddmail-tlsrpt, whose unit starts at boot."""
+    root = applied_rootfs.root
+    bcc = ok(in_chroot(root, "postconf", "-h", "recipient_bcc_maps")).strip()
+    assert bcc == "proxy:pgsql:/etc/postfix/sql-tlsrpt.cf"
+    route = "inline:{tlsrpt.ddmail.invalid=lmtp:unix:/run/ddmail-tlsrpt/tlsrpt.sock}"
+    assert route in ok(in_chroot(root, "postconf", "-h", "transport_maps"))
+    owner = ok(in_chroot(root, "stat", "-c", "%U %G %a", "/etc/postfix/sql-tlsrpt.cf")).split()
+    assert owner == ["root", "postfix", "640"]
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "ddmail-tlsrpt.service").is_symlink()
+
+
 def test_dovecot_accepts_its_configuration(applied_rootfs: AppliedRootfs) -> None:
     config = ok(in_chroot(applied_rootfs.root, "doveconf", "-n"))
     assert "mail_home = /var/lib/ddmail/mail/%Ld/%Ln" in config
@@ -159,6 +173,7 @@ SECRET_READERS = {
     "dovecot.key": {"ddmail-keyhandler", "ddmail-auth"},
     "audit.key": {"ddmail-web", "ddmail-admin"},
     "master.keys": {"ddmail-web", "ddmail-admin"},
+    "tlsrpt.key": {"ddmail-tlsrpt", "ddmail-backend"},
 }
 USERS = (
     "ddmail-web",
@@ -166,6 +181,7 @@ USERS = (
     "ddmail-keyhandler",
     "ddmail-pgpstage",
     "ddmail-milter",
+    "ddmail-tlsrpt",
     "ddmail-auth",
     "ddmail-admin",
     "vmail",

@@ -56,6 +56,7 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
         "/ci/tests/__init__.py": b"",
         "/ci/tests/httpsbrowser.py": (TESTS / "httpsbrowser.py").read_bytes(),
         "/ci/tests/panelforms.py": (TESTS / "panelforms.py").read_bytes(),
+        "/ci/tests/tlsrpt_sample.py": (TESTS / "tlsrpt_sample.py").read_bytes(),
         "/ci/config.json": json.dumps(settings).encode(),
         # The ACME server for tls mode acme: Debian's pebble, one static binary (./dev installs it).
         "/ci/pebble": Path(PEBBLE).read_bytes(),

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # /ci/tests/ ships nex
 
 from tests.httpsbrowser import HttpsBrowser
 from tests.panelforms import Registered, codes
+from tests.tlsrpt_sample import EXAMPLE_ADDRESSES, example_report, report_mail
 
 VENV_BIN = Path("/opt/ddmail/venv/bin")
 DDMAIL_UNITS = (
@@ -52,6 +53,7 @@ DDMAIL_UNITS = (
     "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
     "ddmail-milter.service",
+    "ddmail-tlsrpt.service",
     "ddmail-periodic.timer",
     "ddmail-backup.timer",
 )
@@ -94,6 +96,7 @@ DDMAIL_PROFILES = (
     "ddmail-keyhandler",
     "ddmail-pgpstage",
     "ddmail-milter",
+    "ddmail-tlsrpt",
 )
 # Executables of the confined daemons (path-attached profiles, Debian's or ours).
 CONFINED_EXES = (
@@ -322,6 +325,26 @@ class Smoke:
             smtp.ehlo("client.example.org")
             smtp.send_message(msg)
         return "accepted on 25"
+
+    def tls_report(self) -> str:
+        """RFC 8460's example report, gzip'd, mailed to tlsrpt@ on 25: Postfix's copy reaches
+        ddmail-tlsrpt (its unit, user and AppArmor profile) and the backend stores it without
+        the addresses it carried (DN 41)."""
+        report_id = f"vm-{self.marker}"
+        to = f"tlsrpt@{self.domain}"
+        with smtplib.SMTP(self.mail_host, 25, timeout=60) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.sendmail(
+                "someone@example.org", [to], report_mail(example_report(self.domain, report_id), to)
+            )
+
+        def listed() -> str | None:
+            lines = admin("tls-reports").splitlines()
+            return next((line for line in lines if f"\t{report_id}\t" in line), None)
+
+        line: str = wait_until("the report in `ddmail admin tls-reports`", listed, timeout=120)
+        assert not [a for a in EXAMPLE_ADDRESSES if a in line], line
+        return line
 
     @contextlib.contextmanager
     def imap(self) -> Iterator[imaplib.IMAP4_SSL]:
@@ -1044,6 +1067,7 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             ("panel: log in with user, password and key file", smoke.login),
             ("panel: add a mailbox", smoke.add_mailbox),
             ("mail: delivered on port 25", smoke.deliver),
+            ("mail: a TLS report to tlsrpt@ is parsed and listed", smoke.tls_report),
             ("mail: read over IMAPS with the mailbox password", smoke.read_back),
             ("mail: stored file is mail_crypt ciphertext", smoke.stored_encrypted),
             ("mail: submission on 587 relays to the outside sink", smoke.submit),

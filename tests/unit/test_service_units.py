@@ -23,6 +23,7 @@ NO_NETWORK = (
     "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
     "ddmail-milter.service",
+    "ddmail-tlsrpt.service",
     "ddmail-periodic.service",
     "ddmail-backup.service",
 )
@@ -47,6 +48,7 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_pgpstage_user": "root",
         "ddmail_milter_user": "root",
         "ddmail_milter_group": "root",
+        "ddmail_tlsrpt_user": "root",
         "ddmail_mail_root": "/var/lib/ddmail/mail",
         "ddmail_backup_dir": "/var/lib/ddmail/backups",
         "ddmail_dkim_key_dir": "/var/lib/ddmail/dkim",
