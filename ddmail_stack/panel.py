@@ -9,8 +9,8 @@ from pathlib import Path
 
 import ddmail_web
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
-from ddmail_stack.templates import template_env, tls_policy
 from ddmail_stack.processes import port_open, python_script, spawn, wait_for
+from ddmail_stack.templates import template_env, tls_policy
 
 # What Debian's /etc/nginx/nginx.conf gives the role's site in production, reduced to what the
 # panel needs, with every path under the stack's root.
