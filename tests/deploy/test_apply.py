@@ -318,3 +318,70 @@ def test_the_filters_are_in_the_mail_path_and_start_at_boot(applied_rootfs: Appl
     dropin = (root / "etc/systemd/system/rspamd.service.d/ddmail.conf").read_text()
     assert "ExecStart=/opt/ddmail/venv/bin/ddmail-logwrap -- /usr/bin/rspamd" in dropin
     ok(in_chroot(root, "rspamadm", "configtest", "--strict"))
+
+
+def test_policy_hosts_of_customer_domains_get_certificates_nginx_can_load(
+    applied_rootfs: AppliedRootfs,
+) -> None:
+    """Role certificates' MTA-STS part (DN 40): root's timer is installed and enabled, its unit
+    passes systemd's checks, and a certificate certbot issues for a policy host lands, through
+    the deploy hook, where nginx's workers load it by SNI; the program removes it again."""
+    root = applied_rootfs.root
+    system = root / "etc/systemd/system"
+    units = ["ddmail-mta-sts-certificates.service", "ddmail-mta-sts-certificates.timer"]
+    assert (system / "timers.target.wants" / units[1]).is_symlink()
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}", *units],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0 and "ddmail-" not in result.stderr, result.stderr
+    service = (system / units[0]).read_text()
+    assert (
+        "ExecStart=/opt/ddmail/venv/bin/ddmail admin mta-sts certificates --config "
+        "/etc/ddmail/ddmail.toml --dir /etc/ssl/ddmail/mta-sts "
+        "--issue /usr/local/sbin/ddmail-mta-sts-certificate"
+    ) in service
+    directory = "/etc/ssl/ddmail/mta-sts"
+    assert ok(in_chroot(root, "stat", "-c", "%U %G %a", directory)).split() == [
+        "root",
+        "www-data",
+        "750",
+    ]
+    # What certbot leaves in a new lineage, then its deploy hook as certbot runs it.
+    name = "mta-sts.customer.example"
+    lineage = f"/tmp/lineage/{name}"
+    make = (
+        f"mkdir -p {lineage} && cd {lineage} && OPENSSL_CONF=/dev/null openssl req -x509 "
+        f"-newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout privkey.pem "
+        f"-out fullchain.pem -subj /CN={name} -addext subjectAltName=DNS:{name} -days 1"
+    )
+    ok(in_chroot(root, "sh", "-ec", make))
+    hook = "/etc/letsencrypt/renewal-hooks/deploy/ddmail"
+    try:
+        ok(in_chroot(root, "env", f"RENEWED_LINEAGE={lineage}", hook))
+        installed = ok(
+            in_chroot(
+                root,
+                "stat",
+                "-c",
+                "%n %U %G %a",
+                f"{directory}/{name}.pem",
+                f"{directory}/{name}.key",
+            )
+        ).splitlines()
+        assert installed == [
+            f"{directory}/{name}.pem root root 644",
+            f"{directory}/{name}.key root www-data 640",
+        ]
+        ok(in_chroot(root, "nginx", "-t"))
+        program = "/usr/local/sbin/ddmail-mta-sts-certificate"
+        assert in_chroot(root, program, "issue", "mta-sts.x/../../etc").returncode == 2
+        ok(in_chroot(root, program, "remove", name))
+        assert not (root / directory.lstrip("/") / f"{name}.pem").exists()
+        assert not (root / directory.lstrip("/") / f"{name}.key").exists()
+    finally:
+        ok(in_chroot(root, "rm", "-rf", "/tmp/lineage", f"{directory}/{name}.pem"))
+        ok(in_chroot(root, "rm", "-f", f"{directory}/{name}.key"))
