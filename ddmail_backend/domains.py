@@ -173,11 +173,12 @@ class Domains:
         return sorted(views, key=lambda v: v.name)
 
     def mta_sts_hosts(self) -> builtins.list[str]:
-        """The policy host `mta-sts.<domain>` of every domain whose MTA-STS policy the panel
-        serves: enabled global domains and verified account domains that are not suspended
-        (a claim is nobody's yet; a suspended domain receives no mail)."""
+        """The policy host `mta-sts.<domain>` of every domain we hold (global, or verified:
+        a claim is nobody's yet), for the certificate job. A suspended or disabled domain keeps
+        its certificate, served or not (serves_mta_sts): a suspension lasting an hour must not
+        cost a new certificate, and ACME CAs limit how often one name gets one."""
         with self.db.session() as s:
-            names = s.execute(select(Domain.name).where(Domain.enabled, Domain.verified))
+            names = s.execute(select(Domain.name).where(Domain.verified))
             return sorted(f"{MTA_STS_LABEL}.{name}" for name in names.scalars())
 
     def serves_mta_sts(self, host: str) -> bool:

@@ -86,14 +86,17 @@ def test_no_backend_answer_is_503_not_a_missing_policy(env: tuple[Services, Flas
         svc.cfg.backend_socket.with_suffix(".away").rename(svc.cfg.backend_socket)
 
 
-def test_the_certificate_job_reads_every_served_host_and_only_admin_may(
+def test_the_certificate_job_reads_every_held_domains_host_and_only_admin_may(
     env: tuple[Services, Flask],
 ) -> None:
     svc, _ = env
     own_domain(svc, "owned.example")
     own_domain(svc, "claimed.example", verify=False)
+    own_domain(svc, "suspended.example")
+    db_run(svc, "UPDATE backend_domains SET enabled = false WHERE name = 'suspended.example'")
     hosts = svc.admin.call("GET", "/v1/mta-sts/hosts")["hosts"]
-    assert hosts == ["mta-sts.ddmail.test", "mta-sts.owned.example"]
+    # A suspended domain keeps its certificate (not served meanwhile); a claim gets none.
+    assert hosts == ["mta-sts.ddmail.test", "mta-sts.owned.example", "mta-sts.suspended.example"]
     with pytest.raises(ApiError):
         svc.web.call("GET", "/v1/mta-sts/hosts")
 
