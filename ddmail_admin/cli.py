@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
-from ddmail_admin import backup_cli, dbadmin, dnssec, dnszone, mta_sts, panel, tlsreports_cli
+from ddmail_admin import (
+    backup_cli,
+    dbadmin,
+    dnssec,
+    dnszone,
+    mta_sts,
+    panel,
+    tls_cli,
+    tlsreports_cli,
+)
 from ddmail_admin import target as admin_target
 from ddmail_common.config import ConfigError
 from ddmail_common.errors import ApiError
+from ddmail_common.utc import utc_text
 from ddmail_web.funds import FundsError
 
 
@@ -53,17 +62,13 @@ def cmd_dns(args: argparse.Namespace) -> int:
     return 0
 
 
-def _utc(when: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when or 0))
-
-
 def _dkim_line(key: dict[str, Any]) -> str:
     if key["state"] == "active":
-        detail = f"signing since {_utc(key['active_at'])}"
+        detail = f"signing since {utc_text(key['active_at'])}"
     elif key["state"] == "published":
-        detail = f"signs from {_utc(key['switch_after'])} once DNS serves it"
+        detail = f"signs from {utc_text(key['switch_after'])} once DNS serves it"
     else:
-        detail = f"published until {_utc(key['retire_at'])}"
+        detail = f"published until {utc_text(key['retire_at'])}"
     return f"{key['domain']}\t{key['selector']}\t{key['state']}\t{key['record']}\t{detail}"
 
 
@@ -136,6 +141,7 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
     backup_cli.add_commands(admin)
     tlsreports_cli.add_commands(admin)
     mta_sts.add_commands(admin)
+    tls_cli.add_commands(admin)
 
 
 def parser() -> argparse.ArgumentParser:

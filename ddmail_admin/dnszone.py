@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ddmail_admin.tls_files import published_certificates
 from ddmail_common.config import Config
 from ddmail_common.mta_sts import policy_id
 from ddmail_common.validators import operator_address
@@ -80,7 +81,7 @@ def transport_policy(cfg: Config, domain: str) -> Iterator[Record]:
     yield Record(
         fqdn(f"_mta-sts.{domain}"), "TXT", txt(f"v=STSv1; id={policy_id(cfg.public)}"), "MTA-STS"
     )
-    panel = urlsplit(cfg.web.panel_url).hostname or ""
+    panel = panel_host(cfg)
     if is_host_name(panel):
         yield Record(fqdn(f"mta-sts.{domain}"), "CNAME", fqdn(panel), "serves the policy")
     report = f"v=TLSRPTv1; rua=mailto:{operator_address('tlsrpt', domain)}"
@@ -99,21 +100,46 @@ def tlsa_3_1_1(certificate_pem: bytes) -> str:
     return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
 
 
-def transport_security(cfg: Config) -> Iterator[Record]:
-    """TLSA records of every TLS port, for the certificate they all serve ([tls] certificate):
-    25 on the MX host, 465/587/993 on the host mail programs use, 443 on the panel's."""
-    if cfg.tls.certificate is None:
-        return
-    data = tlsa_3_1_1(cfg.tls.certificate.read_bytes())
-    ports = [(cfg.mail_hostname, 25)]
+def tls_ports(cfg: Config) -> list[tuple[str, int]]:
+    """(host, port) of every TLS service: the MX's port 25 (the stack's own), the host mail
+    programs use for 465/587/993, the panel's 443. Names that are no DNS names are left out."""
+    ports = [(cfg.mail_hostname, cfg.public.smtp_port)]
     ports += [
         (cfg.public.mail_hostname, port)
         for port in (cfg.public.submissions_port, cfg.public.submission_port, cfg.public.imaps_port)
     ]
-    ports.append((urlsplit(cfg.web.panel_url).hostname or "", 443))
-    for host, port in ports:
-        if is_host_name(host):
-            yield Record(fqdn(f"_{port}._tcp.{host}"), "TLSA", data, "DANE")
+    ports.append((panel_host(cfg), 443))
+    return [(host, port) for host, port in ports if is_host_name(host)]
+
+
+def tlsa_name(host: str, port: int) -> str:
+    return fqdn(f"_{port}._tcp.{host}")
+
+
+def transport_security(cfg: Config) -> Iterator[Record]:
+    """TLSA records of every TLS port for the certificate they all serve ([tls] certificate)
+    and, during a key rollover, for the next or the previous key too (DN 40)."""
+    for role, path in published_certificates(cfg.tls):
+        data = tlsa_3_1_1(path.read_bytes())
+        comment = "DANE" if role == "current" else f"DANE, {role} key (rollover)"
+        for host, port in tls_ports(cfg):
+            yield Record(tlsa_name(host, port), "TLSA", data, comment)
+
+
+def panel_host(cfg: Config) -> str:
+    return urlsplit(cfg.web.panel_url).hostname or ""
+
+
+def host_addresses(cfg: Config) -> Iterator[Record]:
+    """A/AAAA of the server's host names ([zone] addresses): the MX, the mail programs' host,
+    the panel."""
+    hosts = dict.fromkeys([cfg.mail_hostname, cfg.public.mail_hostname, panel_host(cfg)])
+    for host in hosts:
+        if not is_host_name(host):
+            continue
+        for address in cfg.zone.addresses:
+            rtype = "AAAA" if ":" in address else "A"
+            yield Record(fqdn(host), rtype, address, "this server")
 
 
 def is_host_name(name: str) -> bool:
@@ -160,7 +186,12 @@ def sections(
 ) -> list[tuple[str, list[Record]]]:
     """Every record, grouped under a heading: the hosts' keys, each global domain, the DKIM
     keys of customer domains (which live in the primary global domain's zone)."""
-    out = [("the hosts' TLS keys (DANE)", list(transport_security(cfg)))]
+    out = [
+        (
+            "the hosts: addresses and TLS keys (DANE)",
+            [*host_addresses(cfg), *transport_security(cfg)],
+        )
+    ]
     for domain in names:
         own = dkim_selectors(k for k in dkim_keys if k["domain"] == domain)
         out.append((domain, [*records(cfg, [domain]), *own]))
@@ -176,11 +207,17 @@ def sections(
 
 
 def header(cfg: Config, names: list[str]) -> list[str]:
-    return [
-        f"; DDMail: the records of the global domains {', '.join(names) or '(none)'}",
-        f"; Also needed, not known here: {fqdn(cfg.mail_hostname)} A/AAAA (this server's",
-        ";   addresses) and a PTR record for each of them naming it.",
-    ]
+    lines = [f"; DDMail: the records of the global domains {', '.join(names) or '(none)'}"]
+    if not cfg.zone.addresses:
+        lines += [
+            f"; Also needed, not known here: {fqdn(cfg.mail_hostname)} A/AAAA (this server's",
+            ";   addresses: [zone] addresses prints them) and a PTR record for each naming it.",
+        ]
+    else:
+        lines.append(
+            f"; Also needed: a PTR record for each address naming {fqdn(cfg.mail_hostname)}"
+        )
+    return lines
 
 
 def render(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:

@@ -36,6 +36,7 @@ from ddmail_common.config import DkimSettings
 from ddmail_common.db import Database
 from ddmail_common.errors import conflict, not_found
 from ddmail_common.files import create_new
+from ddmail_common.utc import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class DkimKeys:
         elif RETIRING in keys:
             problem = (
                 f"the previous key of {domain} is in its grace period until "
-                f"{_utc(keys[RETIRING].retire_at)}; rotate after that"
+                f"{utc_text(keys[RETIRING].retire_at)}; rotate after that"
             )
         elif ACTIVE not in keys:
             problem = f"{domain} has no active key yet"
@@ -322,7 +323,3 @@ class DkimKeys:
 
 def _other(selector: str) -> str:
     return SELECTORS[1] if selector == SELECTORS[0] else SELECTORS[0]
-
-
-def _utc(when: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when or 0))

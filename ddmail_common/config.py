@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import stat
@@ -62,6 +63,7 @@ class PublicSettings:
     """What the public pages, autoconfig and MTA-STS publish (section [public])."""
 
     mail_hostname: str = "mail.ddmail.test"  # what mail programs connect to
+    smtp_port: int = 25  # where other mail servers deliver (the MX's TLSA name); 25 but locally
     imaps_port: int = 993
     submission_port: int = 587  # STARTTLS
     submissions_port: int = 465  # implicit TLS
@@ -105,14 +107,27 @@ class ZoneSettings:
     `ddmail admin dns zone --sign`."""
 
     nameservers: tuple[str, ...] = ()  # the zone's NS records; the first is in the SOA
+    addresses: tuple[str, ...] = ()  # the server's IPv4/IPv6 addresses: A/AAAA of its host names
     dnssec_key_dir: Path = Path("/var/lib/ddmail/dnssec")  # KSK and ZSK per domain (root's)
 
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """The certificate every TLS port serves (section [tls]); its key's TLSA records."""
+    """The certificate every TLS port serves (section [tls]); its key's TLSA records, and the
+    key rollover (`ddmail admin tls rollover`, DN 42)."""
 
     certificate: Path | None = None  # PEM; None: no TLSA records are printed
+    key: Path | None = None  # its private key (PEM)
+    # Makes a new key and its certificate at the paths in $DDMAIL_TLS_NEXT_KEY and
+    # $DDMAIL_TLS_NEXT_CERTIFICATE (rollover prepare).
+    issue_command: tuple[str, ...] = ()
+    reload_command: tuple[str, ...] = ()  # makes every TLS daemon load the certificate again
+    # The validating resolver (HOST, PORT) that must serve the next key's TLSA records, with
+    # DNSSEC authenticated, before the switch.
+    resolver: tuple[str, int] = ("127.0.0.1", 53)
+    # The switch waits dns_ttl + this long after prepare, so no resolver still caches the
+    # records without the next key.
+    switch_margin_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -253,6 +268,7 @@ def parse_public(data: dict[str, Any], mail_hostname: str, global_domain: str) -
         mail_hostname=client_host
         if client_host == "localhost"
         else _hostname(client_host, "public.mail_hostname"),
+        smtp_port=_port(data, "public.smtp_port", 25),
         imaps_port=_port(data, "public.imaps_port", 993),
         submission_port=_port(data, "public.submission_port", 587),
         submissions_port=_port(data, "public.submissions_port", 465),
@@ -290,6 +306,46 @@ def _absolute(value: Any, setting: str) -> Path:
     if not isinstance(value, str) or not value.startswith("/") or set(value) & set("\r\n\0"):
         raise ConfigError(f"{setting}: expected an absolute path, got {value!r}")
     return Path(value)
+
+
+def _optional_path(data: dict[str, Any], setting: str) -> Path | None:
+    value = _get(data, setting, str, "")
+    return _absolute(value, setting) if value else None
+
+
+def _command(data: dict[str, Any], setting: str) -> tuple[str, ...]:
+    argv = _single_lines(_get(data, setting, list, []), setting)
+    if argv and not argv[0].startswith("/"):
+        raise ConfigError(f"{setting}: the program must be an absolute path, got {argv[0]!r}")
+    return argv
+
+
+def parse_tls(data: dict[str, Any]) -> TlsSettings:
+    """Section [tls]: the served certificate and how a key rollover makes and loads the next."""
+    host, _, port = _get(data, "tls.resolver", str, "127.0.0.1:53").rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        resolver = (host, int(port))
+    except ValueError:
+        raise ConfigError("tls.resolver: expected IP:PORT of a validating resolver") from None
+    margin = _get(data, "tls.switch_margin_seconds", int, 3600)
+    if margin < 0:
+        raise ConfigError("tls.switch_margin_seconds: expected 0 or more")
+    return TlsSettings(
+        certificate=_optional_path(data, "tls.certificate"),
+        key=_optional_path(data, "tls.key"),
+        issue_command=_command(data, "tls.issue_command"),
+        reload_command=_command(data, "tls.reload_command"),
+        resolver=resolver,
+        switch_margin_seconds=margin,
+    )
+
+
+def _addresses(values: list[Any], setting: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(ipaddress.ip_address(v)) for v in _single_lines(values, setting))
+    except ValueError:
+        raise ConfigError(f"{setting}: expected IPv4 or IPv6 addresses") from None
 
 
 def parse_backup(data: dict[str, Any]) -> BackupSettings:
@@ -413,16 +469,13 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
                     _get(data, "zone.nameservers", list, []), "zone.nameservers"
                 )
             ),
+            addresses=_addresses(_get(data, "zone.addresses", list, []), "zone.addresses"),
             dnssec_key_dir=_absolute(
                 _get(data, "zone.dnssec_key_dir", str, str(ZoneSettings.dnssec_key_dir)),
                 "zone.dnssec_key_dir",
             ),
         ),
-        tls=TlsSettings(
-            certificate=_absolute(cert, "tls.certificate")
-            if (cert := _get(data, "tls.certificate", str, ""))
-            else None
-        ),
+        tls=parse_tls(data),
         dns_ttl=_positive(data, "backend.dns_ttl", 3600),
         public=parse_public(data, mail_hostname, web.global_domain),
         operator_address=_operator_address(data, web.global_domain),

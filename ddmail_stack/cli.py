@@ -10,14 +10,23 @@ import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 
 from ddmail_admin import target as admin_target
 from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
+from ddmail_stack import mta, tls
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
+from ddmail_stack.panel import reload_nginx
 from ddmail_stack.processes import python_script
 from ddmail_stack.secrets import ensure_secret
-from ddmail_stack.stack import Stack, StackError, admin_client, run_until_signalled
+from ddmail_stack.stack import (
+    SERVER_NAMES,
+    Stack,
+    StackError,
+    admin_client,
+    run_until_signalled,
+)
 
 LOCAL_ACCOUNT = "local"
 # The host name mail clients should use for the local stack (its certificate names it).
@@ -80,6 +89,29 @@ def cmd_stack_down(args: argparse.Namespace) -> int:
     return 0 if not pid_file.exists() else 1
 
 
+def cmd_issue_certificate(args: argparse.Namespace) -> int:
+    """[tls] issue_command of the stack: the next key and certificate of a key rollover, from
+    the stack's CA, at the paths `ddmail admin tls rollover prepare` names."""
+    layout = StackLayout.load(args.root)
+    tls.issue(
+        layout.ca_cert,
+        layout.ca_key,
+        Path(os.environ["DDMAIL_TLS_NEXT_CERTIFICATE"]),
+        Path(os.environ["DDMAIL_TLS_NEXT_KEY"]),
+        SERVER_NAMES,
+    )
+    return 0
+
+
+def cmd_reload_tls(args: argparse.Namespace) -> int:
+    """[tls] reload_command of the stack: every TLS daemon loads the certificate again."""
+    layout = StackLayout.load(args.root)
+    mta.postfix_reload(layout)
+    mta.dovecot_reload(layout)
+    reload_nginx(layout)
+    return 0
+
+
 def cmd_add_mailbox(args: argparse.Namespace) -> int:
     layout = StackLayout.load(args.root)
     client = admin_client(layout)
@@ -135,6 +167,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--root", type=admin_target.absolute, required=True)
     add.add_argument("address")
     add.set_defaults(func=cmd_add_mailbox)
+    issue = stack.add_parser(
+        "issue-certificate", help="(tls.issue_command) the next key and certificate"
+    )
+    issue.add_argument("--root", type=admin_target.absolute, required=True)
+    issue.set_defaults(func=cmd_issue_certificate)
+    reload = stack.add_parser("reload-tls", help="(tls.reload_command) load the certificate")
+    reload.add_argument("--root", type=admin_target.absolute, required=True)
+    reload.set_defaults(func=cmd_reload_tls)
 
     return p
 

@@ -7,6 +7,7 @@ import json
 from ddmail_common.config import Config
 from ddmail_common.config import load as load_config
 from ddmail_stack.layout import GLOBAL_DOMAIN, StackLayout
+from ddmail_stack.processes import python_script
 
 CALLERS = ("web", "admin", "backend", "dovecot", "tlsrpt")
 # Secret files: each caller's signing secret, and the key of the panel's audit trail.
@@ -30,6 +31,10 @@ def dns_lines(layout: StackLayout) -> list[str]:
         return []
     host, _, port = layout.dns_server.rpartition(":")
     return [f"dns_nameservers = {json.dumps([host])}", f"dns_port = {port}"]
+
+
+def stack_command(layout: StackLayout, command: str) -> list[str]:
+    return [python_script("ddmail"), "stack", command, "--root", str(layout.root)]
 
 
 def render(
@@ -89,14 +94,24 @@ def render(
         "[zone]",
         # `dns zone --sign`: the stack's own zone as the test suite's name server would serve it.
         f"nameservers = {q(['ns1.' + GLOBAL_DOMAIN])}",
+        'addresses = ["127.0.0.1"]',
         f"dnssec_key_dir = {q(str(layout.root / 'lib' / 'dnssec'))}",
         "",
         "[tls]",
         f"certificate = {q(str(layout.server_cert))}",
+        f"key = {q(str(layout.server_key))}",
+        # A key rollover: the stack's CA issues the next certificate; the daemons reload.
+        f"issue_command = {q(stack_command(layout, 'issue-certificate'))}",
+        f"reload_command = {q(stack_command(layout, 'reload-tls'))}",
+        # The stack's Unbound (--dns) is the validating resolver that must serve the next key.
+        f"resolver = {q(f'{layout.resolver_address}:53')}",
+        "switch_margin_seconds = 0",
         "",
         "[public]",
         # What the pages and autoconfig tell mail programs: this machine, the stack's ports.
         'mail_hostname = "localhost"',
+        # Where other mail servers deliver: the MX's TLSA record names this port.
+        f"smtp_port = {layout.smtp_port}",
         f"imaps_port = {layout.imaps_port}",
         f"submission_port = {layout.submission_port}",
         f"submissions_port = {layout.smtps_port}",

@@ -177,5 +177,13 @@ def add_trust_anchor(layout: StackLayout, zone: str, ds: str) -> None:
     reload its configuration."""
     name = zone.rstrip(".").lower()
     (anchors_dir(layout) / f"{name}.conf").write_text(f'trust-anchor: "{name}. DS {ds}"\n')
-    pid = int((layout.run / "unbound.pid").read_text())
-    os.kill(pid, signal.SIGHUP)
+    _reload_unbound(layout)
+
+
+def remove_trust_anchor(layout: StackLayout, zone: str) -> None:
+    (anchors_dir(layout) / f"{zone.rstrip('.').lower()}.conf").unlink(missing_ok=True)
+    _reload_unbound(layout)
+
+
+def _reload_unbound(layout: StackLayout) -> None:
+    os.kill(int((layout.run / "unbound.pid").read_text()), signal.SIGHUP)

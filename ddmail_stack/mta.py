@@ -543,6 +543,12 @@ def postfix_reload(layout: StackLayout) -> None:
     _run([_tool("postfix"), "-c", str(layout.postfix_dir), "reload"])
 
 
+def dovecot_reload(layout: StackLayout) -> None:
+    """``dovecot -c FILE reload``: new processes with the configuration and certificate read
+    again."""
+    _run([_tool("dovecot"), "-c", str(layout.dovecot_dir / "dovecot.conf"), "reload"])
+
+
 def postqueue_flush(layout: StackLayout) -> None:
     """``postqueue -c DIR -f``: retry every deferred message now."""
     _run([_tool("postqueue"), "-c", str(layout.postfix_dir), "-f"])

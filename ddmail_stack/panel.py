@@ -65,6 +65,17 @@ def render_nginx(layout: StackLayout) -> None:
     (conf_dir / "nginx.conf").write_text(MAIN_CONF.format(run=layout.run, site=site))
 
 
+def reload_nginx(layout: StackLayout) -> None:
+    """nginx loads its configuration and certificates again."""
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    conf = layout.etc / "nginx" / "nginx.conf"
+    subprocess.run(
+        [nginx_bin, "-p", str(layout.run / "nginx"), "-c", str(conf), "-s", "reload"],
+        check=True,
+        capture_output=True,
+    )
+
+
 def start_panel(layout: StackLayout) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """ddmail-web, then nginx in front of it; both answering when this returns."""
     sock = layout.socket("web")

@@ -33,6 +33,10 @@ LOCAL_ARGON2_MEMORY_KIB = 19456
 LOCAL_ARGON2_TIME_COST = 2
 
 
+# What the server certificate names (and the next one of a key rollover).
+SERVER_NAMES = ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"]
+
+
 class StackError(Exception):
     pass
 
@@ -66,7 +70,7 @@ def prepare(layout: StackLayout) -> None:
         layout.ca_key,
         layout.server_cert,
         layout.server_key,
-        ["mail." + GLOBAL_DOMAIN, GLOBAL_DOMAIN, "localhost"],
+        SERVER_NAMES,
     )
     upgrade(layout.effective_db_url)
     filters.prepare_dkim_keys(layout)

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
+import os
 import re
+import shutil
+import signal
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ddmail_admin.dnssec import signed_zone
 from ddmail_admin.dnszone import Record, tlsa_3_1_1
 from ddmail_common.config import Config, ZoneSettings
-from ddmail_stack.dns import add_trust_anchor
+from ddmail_stack.dns import add_trust_anchor, with_resolver
 from ddmail_stack.layout import StackLayout
 from ddmail_stack.tls import issue
 from tests.authdns import AuthDns
@@ -142,3 +146,97 @@ def validated(layout: StackLayout, name: str, rtype: str) -> bool:
 
 def wait_validated(layout: StackLayout, name: str, rtype: str) -> None:
     wait_until(lambda: validated(layout, name, rtype), 30, f"{name} {rtype} validated")
+
+
+SENDER_MASTER_CF = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class SendingPostfix:
+    """Another provider's Postfix: no listener, outbound DANE as Postfix documents it
+    (smtp_tls_security_level = dane, smtp_dns_support_level = dnssec), resolving through the
+    stack's Unbound (its mount namespace's resolv.conf). ROUTES: domain -> "host:port"
+    nexthop (MX lookup, a non-default port: the stack's MX listens on a high one)."""
+
+    def __init__(self, directory: Path, layout: StackLayout, routes: Mapping[str, str]) -> None:
+        # Postfix's own user must reach its data directory: DIRECTORY and every parent must be
+        # traversable (pytest's temporary directories are not).
+        self.dir = directory
+        self.conf = directory / "etc"
+        self.conf.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        (directory / "spool").mkdir(exist_ok=True)
+        shutil.chown(directory / "data", "postfix")
+        transport = ", ".join(f"{domain}=smtp:{nexthop}" for domain, nexthop in routes.items())
+        probe = next(iter(routes))
+        (self.conf / "main.cf").write_text(
+            f"""compatibility_level = 3.6
+queue_directory = {directory / "spool"}
+data_directory = {directory / "data"}
+myhostname = mx.sender.example
+mydestination =
+# Not 127.0.0.1, where the stack listens: Postfix would see its own address ("mail loops
+# back to myself"). Nothing listens: master.cf has no smtpd.
+inet_interfaces = [::1]
+inet_protocols = all
+maillog_file = /dev/stdout
+smtp_tls_security_level = dane
+smtp_dns_support_level = dnssec
+smtp_tls_loglevel = 1
+# The default probe (the root's NS) cannot be answered offline.
+dnssec_probe = ns:{probe}
+transport_maps = inline:{{{transport}}}
+"""
+        )
+        (self.conf / "master.cf").write_text(SENDER_MASTER_CF)
+        self.log = directory / "postfix.log"
+        self.proc = subprocess.Popen(
+            with_resolver(layout, ["postfix", "-c", str(self.conf), "start-fg"]),
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        pickup = directory / "spool" / "public" / "pickup"
+        wait_until(lambda: pickup.exists() or self.proc.poll() is not None, 30, "sender up")
+        assert self.proc.poll() is None, self.log_text()
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        subprocess.run(
+            ["sendmail", "-C", str(self.conf), "-f", sender, recipient],
+            input=message,
+            check=True,
+            timeout=30,
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def flush(self) -> None:
+        subprocess.run(["postqueue", "-c", str(self.conf), "-f"], check=True)
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", str(self.conf), "stop"], capture_output=True, check=False)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

@@ -28,17 +28,22 @@ pytestmark = [
 ]
 
 
-def presented_spki_sha256(port: int, starttls: str | None = None) -> str:
-    """SHA-256 of the SubjectPublicKeyInfo of the certificate PORT presents, all by openssl."""
+def presented_certificate(port: int, starttls: str | None = None) -> bytes:
+    """The certificate PORT presents (PEM), as openssl s_client receives it."""
     connect = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"]
     if starttls:
         connect += ["-starttls", starttls]
     hello = subprocess.run(connect, input=b"", capture_output=True, timeout=30, check=False)
     pem = re.search(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", hello.stdout, re.S)
     assert pem, hello.stdout[-500:] + hello.stderr[-500:]
+    return pem.group(0)
+
+
+def presented_spki_sha256(port: int, starttls: str | None = None) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo of the certificate PORT presents, all by openssl."""
     pubkey = subprocess.run(
         ["openssl", "x509", "-pubkey", "-noout"],
-        input=pem.group(0),
+        input=presented_certificate(port, starttls),
         capture_output=True,
         check=True,
     ).stdout
@@ -54,9 +59,29 @@ def presented_spki_sha256(port: int, starttls: str | None = None) -> str:
     return digest.split()[0].decode()
 
 
-def test_the_tlsa_record_matches_the_key_every_tls_port_presents(stack: RunningStack) -> None:
+def danetool_tlsa(certificate: bytes, port: int, directory: Path) -> str:
+    """GnuTLS's independent 3 1 1 record for CERTIFICATE (without network: danetool may look
+    names up)."""
+    pem = directory / f"presented-{port}.pem"
+    pem.write_bytes(certificate)
+    made = subprocess.run(
+        ["unshare", "--net", "danetool", "--tlsa-rr", "--host", "mail.ddmail.test",
+         "--port", str(port), "--load-certificate", str(pem)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = re.search(r"IN TLSA \( ?03 01 01 ([0-9a-f]+) ?\)", made.stdout)
+    assert found, made.stdout
+    return found.group(1)
+
+
+def test_the_tlsa_record_matches_the_key_every_tls_port_presents(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """The MX's record carries the stack's own port 25 ([public] smtp_port): a sender asks
+    for _<port>._tcp.<MX>."""
     zone = parsed(admin(stack, "dns", "zone"))
-    (tlsa,) = answers(zone, "_25._tcp.mail.ddmail.test.", "TLSA")
+    smtp = stack.info["smtp_port"]
+    (tlsa,) = answers(zone, f"_{smtp}._tcp.mail.ddmail.test.", "TLSA")
     usage, selector, matching, digest = tlsa.split()
     assert (usage, selector, matching) == ("3", "1", "1")
     info = stack.info
@@ -68,6 +93,8 @@ def test_the_tlsa_record_matches_the_key_every_tls_port_presents(stack: RunningS
         (int(info["web_url"].rsplit(":", 1)[1]), None),
     ):
         assert presented_spki_sha256(port, starttls) == digest.lower(), port
+    # GnuTLS agrees with openssl on what port 25 presents.
+    assert danetool_tlsa(presented_certificate(smtp, "smtp"), smtp, tmp_path) == digest.lower()
 
 
 def test_the_signed_zone_of_the_stack_passes_ldns_and_bind(
@@ -75,7 +102,7 @@ def test_the_signed_zone_of_the_stack_passes_ldns_and_bind(
 ) -> None:
     domain = stack.info["global_domain"]
     signed = admin(stack, "dns", "zone", "--sign", "--domain", domain)
-    assert f"_25._tcp.mail.{domain}." in signed and "RRSIG" in signed
+    assert f"_{stack.info['smtp_port']}._tcp.mail.{domain}." in signed and "RRSIG" in signed
     path = tmp_path / "zone"
     path.write_text(signed)
     assert subprocess.run(["ldns-verify-zone", str(path)], capture_output=True).returncode == 0
