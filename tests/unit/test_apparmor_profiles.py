@@ -32,6 +32,7 @@ DDMAIL_PROCESSES = {
     "ddmail-tlsrpt",
     "ddmail-admin",
     "ddmail-backup",
+    "ddmail-zone-sign",
 }
 DAEMONS = {
     "ddmail-nginx": "/usr/sbin/nginx",
@@ -42,6 +43,8 @@ DAEMONS = {
     # symlink: the kernel attaches by the file executed.
     "ddmail-rspamd": "/usr/bin/rspamd",
     "ddmail-redis": "/usr/bin/redis-check-rdb",
+    # Debian's postfix-mta-sts-resolver (a Python script; also named by its unit).
+    "ddmail-mta-sts-daemon": "/usr/bin/mta-sts-daemon",
 }
 MAIL = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/1700000000.M1P1.host"
 MAIL_DIR = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/"
@@ -193,6 +196,7 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backend", MAIL, "r", "none"),
     ("ddmail-backend", KEYHANDLER_STATE, "r", "deny"),
     ("ddmail-backend", SECRET.format("dovecot.key"), "r", "deny"),
+    ("ddmail-backend", SECRET.format("tlsrpt.key"), "r", "allow"),
     # DKIM keys (DN 38): the backend creates and deletes them but never reads one back; the
     # panel, the operator's periodic job, the other services and the backup's gpg never see them.
     ("ddmail-backend", DKIM_KEY, "w", "allow"),
@@ -226,6 +230,15 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-tlsrpt", MAIL, "r", "deny"),
     ("ddmail-tlsrpt", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", SECRET.format("admin.key"), "r", "allow"),
+    # The zone signer: its keys and zone files, the operator's secret; nothing else.
+    ("ddmail-zone-sign", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "w", "allow"),
+    ("ddmail-zone-sign", "/var/lib/ddmail/zones/example.org.zone", "w", "allow"),
+    ("ddmail-zone-sign", SECRET.format("admin.key"), "r", "allow"),
+    ("ddmail-zone-sign", SECRET.format("backend.key"), "r", "deny"),
+    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.key", "r", "deny"),
+    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.pem.next", "r", "allow"),
+    ("ddmail-zone-sign", MAIL, "r", "deny"),
+    ("ddmail-zone-sign", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", MAIL, "r", "deny"),
     ("ddmail-admin", SECRET.format("backend.key"), "r", "deny"),
     # backup: reads the state a restore needs, writes only the backup directory.
@@ -260,6 +273,16 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-redis", "/run/redis/redis-server.sock", "rw", "allow"),
     ("ddmail-redis", MAIL, "r", "deny"),
     ("ddmail-redis", SECRET.format("dovecot.key"), "r", "deny"),
+    # the MTA-STS resolver: its config and policy cache; nothing of DDMail's.
+    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "r", "allow"),
+    ("ddmail-mta-sts-daemon", "/var/lib/mta-sts/cache.db", "rw", "allow"),
+    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "w", "none"),
+    ("ddmail-mta-sts-daemon", MAIL, "r", "deny"),
+    ("ddmail-mta-sts-daemon", SECRET.format("backend.key"), "r", "deny"),
+    ("ddmail-mta-sts-daemon", "/etc/ddmail/ddmail.toml", "r", "deny"),
+    ("ddmail-mta-sts-daemon", "/etc/ssl/ddmail/mail.key", "r", "deny"),
+    ("ddmail-mta-sts-daemon", DKIM_KEY, "r", "deny"),
+    ("ddmail-mta-sts-daemon", PG_SOCKET, "rw", "deny"),
 ]
 
 # Which inet families each DDMail process may use at all (AppArmor 3.0 cannot name addresses).
@@ -277,10 +300,18 @@ INET_ALLOWED = {
     "ddmail-backup//gpg": set(),
     "ddmail-backup//tar": set(),
     "ddmail-backup//pg_dump": set(),
+    "ddmail-zone-sign": set(),
     # Redis: a unix socket only (port 0).
     "ddmail-redis": set(),
     # rspamd: DNS (SPF, DKIM, DMARC, block lists) and HTTPS for its rule maps.
     "ddmail-rspamd": {
+        ("inet", "stream"),
+        ("inet", "dgram"),
+        ("inet6", "stream"),
+        ("inet6", "dgram"),
+    },
+    # DNS to Unbound, HTTPS to any destination's policy host, the socketmap on loopback.
+    "ddmail-mta-sts-daemon": {
         ("inet", "stream"),
         ("inet", "dgram"),
         ("inet6", "stream"),
@@ -326,7 +357,7 @@ def test_inet_families(profile: str) -> None:
     # Nothing beyond unix and the families above (no netlink, packet, raw, ...).
     families = {rule.split()[0] for rule in got["network_allows"][profile]}
     expected = {"unix"} | {d for d, _ in INET_ALLOWED[profile]}
-    if profile in ("ddmail-backend", "ddmail-rspamd"):
+    if profile in ("ddmail-backend", "ddmail-rspamd", "ddmail-mta-sts-daemon"):
         expected.add("netlink")  # the nameservice abstraction: glibc's address configuration
     assert families <= expected, families
 
