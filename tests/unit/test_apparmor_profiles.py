@@ -32,7 +32,6 @@ DDMAIL_PROCESSES = {
     "ddmail-tlsrpt",
     "ddmail-admin",
     "ddmail-backup",
-    "ddmail-zone-sign",
 }
 DAEMONS = {
     "ddmail-nginx": "/usr/sbin/nginx",
@@ -43,8 +42,6 @@ DAEMONS = {
     # symlink: the kernel attaches by the file executed.
     "ddmail-rspamd": "/usr/bin/rspamd",
     "ddmail-redis": "/usr/bin/redis-check-rdb",
-    # Debian's postfix-mta-sts-resolver (a Python script; also named by its unit).
-    "ddmail-mta-sts-daemon": "/usr/bin/mta-sts-daemon",
 }
 MAIL = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/1700000000.M1P1.host"
 MAIL_DIR = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/"
@@ -230,15 +227,6 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-tlsrpt", MAIL, "r", "deny"),
     ("ddmail-tlsrpt", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", SECRET.format("admin.key"), "r", "allow"),
-    # The zone signer: its keys and zone files, the operator's secret; nothing else.
-    ("ddmail-zone-sign", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "w", "allow"),
-    ("ddmail-zone-sign", "/var/lib/ddmail/zones/example.org.zone", "w", "allow"),
-    ("ddmail-zone-sign", SECRET.format("admin.key"), "r", "allow"),
-    ("ddmail-zone-sign", SECRET.format("backend.key"), "r", "deny"),
-    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.key", "r", "deny"),
-    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.pem.next", "r", "allow"),
-    ("ddmail-zone-sign", MAIL, "r", "deny"),
-    ("ddmail-zone-sign", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", MAIL, "r", "deny"),
     ("ddmail-admin", SECRET.format("backend.key"), "r", "deny"),
     # backup: reads the state a restore needs, writes only the backup directory.
@@ -273,16 +261,6 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-redis", "/run/redis/redis-server.sock", "rw", "allow"),
     ("ddmail-redis", MAIL, "r", "deny"),
     ("ddmail-redis", SECRET.format("dovecot.key"), "r", "deny"),
-    # the MTA-STS resolver: its config and policy cache; nothing of DDMail's.
-    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "r", "allow"),
-    ("ddmail-mta-sts-daemon", "/var/lib/mta-sts/cache.db", "rw", "allow"),
-    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "w", "none"),
-    ("ddmail-mta-sts-daemon", MAIL, "r", "deny"),
-    ("ddmail-mta-sts-daemon", SECRET.format("backend.key"), "r", "deny"),
-    ("ddmail-mta-sts-daemon", "/etc/ddmail/ddmail.toml", "r", "deny"),
-    ("ddmail-mta-sts-daemon", "/etc/ssl/ddmail/mail.key", "r", "deny"),
-    ("ddmail-mta-sts-daemon", DKIM_KEY, "r", "deny"),
-    ("ddmail-mta-sts-daemon", PG_SOCKET, "rw", "deny"),
 ]
 
 # Which inet families each DDMail process may use at all (AppArmor 3.0 cannot name addresses).
@@ -300,18 +278,10 @@ INET_ALLOWED = {
     "ddmail-backup//gpg": set(),
     "ddmail-backup//tar": set(),
     "ddmail-backup//pg_dump": set(),
-    "ddmail-zone-sign": set(),
     # Redis: a unix socket only (port 0).
     "ddmail-redis": set(),
     # rspamd: DNS (SPF, DKIM, DMARC, block lists) and HTTPS for its rule maps.
     "ddmail-rspamd": {
-        ("inet", "stream"),
-        ("inet", "dgram"),
-        ("inet6", "stream"),
-        ("inet6", "dgram"),
-    },
-    # DNS to Unbound, HTTPS to any destination's policy host, the socketmap on loopback.
-    "ddmail-mta-sts-daemon": {
         ("inet", "stream"),
         ("inet", "dgram"),
         ("inet6", "stream"),
@@ -357,7 +327,7 @@ def test_inet_families(profile: str) -> None:
     # Nothing beyond unix and the families above (no netlink, packet, raw, ...).
     families = {rule.split()[0] for rule in got["network_allows"][profile]}
     expected = {"unix"} | {d for d, _ in INET_ALLOWED[profile]}
-    if profile in ("ddmail-backend", "ddmail-rspamd", "ddmail-mta-sts-daemon"):
+    if profile in ("ddmail-backend", "ddmail-rspamd"):
         expected.add("netlink")  # the nameservice abstraction: glibc's address configuration
     assert families <= expected, families
 
