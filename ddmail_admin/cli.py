@@ -57,6 +57,13 @@ def cmd_dns(args: argparse.Namespace) -> int:
             return 2
         names = [args.domain.lower().rstrip(".")]
         keys = [k for k in keys if dnssec.in_zone(k["record"], names[0])]
+    if args.write:
+        if not args.sign:
+            print("--write writes signed zones: add --sign", file=sys.stderr)
+            return 2
+        for path in dnssec.write_signed(cfg, names, keys):
+            print(f"wrote {path}")
+        return 0
     render = dnssec.render_signed if args.sign else dnszone.render
     sys.stdout.write(render(cfg, names, keys))
     return 0
@@ -124,6 +131,11 @@ def add_admin_commands(top: argparse._SubParsersAction) -> None:  # type: ignore
         "--sign",
         action="store_true",
         help="print each global domain as a DNSSEC-signed zone ([zone] nameservers), with its DS",
+    )
+    dns.add_argument(
+        "--write",
+        action="store_true",
+        help="with --sign: write each zone to [zone] signed_dir/<domain>.zone instead",
     )
     admin_target.add_arguments(dns)
     dns.set_defaults(func=cmd_dns)

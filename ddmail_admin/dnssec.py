@@ -4,7 +4,8 @@
 The keys are ECDSA P-256 (algorithm 13): a key-signing key, whose DS record goes to the
 registrar, and a zone-signing key; made once per domain in `[zone] dnssec_key_dir` (root's,
 0600) and reused. Signatures are valid for SIGNATURE_DAYS from an hour ago: re-run the command
-and publish its output well before they expire (weekly is safe).
+and publish its output well before they expire, or let the ddmail-zone-sign timer write
+the zone files daily (`--write`, `[zone] signed_dir`).
 """
 
 from __future__ import annotations
@@ -94,10 +95,11 @@ def signed_zone(
     return "\n".join(head) + "\n" + zone.to_text(relativize=False)
 
 
-def render_signed(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:
-    """`dns zone --sign`: one signed zone per global domain holding every record under it;
-    records under none of them (a mail host in another domain) follow, unsigned, to publish
-    in their own zone."""
+def signed_zones(
+    cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()
+) -> tuple[list[tuple[str, str]], list[Record]]:
+    """(domain, signed zone) for each global domain, holding every record under it; and the
+    records under none of them (a mail host in another domain), to publish in their own zone."""
     names = global_names(domains)
     every = [record for _, found in sections(cfg, names, dkim_keys) for record in found]
     # The most specific zone wins (a global domain may be a subdomain of another).
@@ -107,12 +109,39 @@ def render_signed(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimK
         )
         for record in every
     }
-    parts = [*header(cfg, names)]
-    for name in names:
-        parts.append(signed_zone(cfg, name, [r for r in every if zone_of[id(r)] == name]))
-    rest = [r for r in every if zone_of[id(r)] is None]
+    zones = [
+        (name, signed_zone(cfg, name, [r for r in every if zone_of[id(r)] == name]))
+        for name in names
+    ]
+    return zones, [r for r in every if zone_of[id(r)] is None]
+
+
+def render_signed(cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()) -> str:
+    """`dns zone --sign`: one signed zone per global domain; records under none of them follow
+    as comments, so the output stays a valid zone file for each zone it holds."""
+    zones, rest = signed_zones(cfg, domains, dkim_keys)
+    parts = [*header(cfg, global_names(domains)), *(text for _, text in zones)]
     if rest:
-        # As comments, so the output stays a valid zone file for each zone it holds.
         parts.append("; --- in none of these zones: publish them in their own zone")
         parts.extend(f"; {r.line()}" for r in rest)
     return "\n".join(parts) + "\n"
+
+
+def write_signed(
+    cfg: Config, domains: Iterable[str], dkim_keys: Sequence[DkimKey] = ()
+) -> list[Path]:
+    """`dns zone --sign --write`: each global domain's signed zone as `[zone] signed_dir`/
+    <domain>.zone, replaced atomically (a name server never loads half a file); the
+    ddmail-zone-sign timer runs it daily, well within the signatures' 14 days."""
+    if cfg.zone.signed_dir is None:
+        raise ConfigError("zone.signed_dir: name the directory the signed zones go to")
+    cfg.zone.signed_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    written = []
+    for domain, text in signed_zones(cfg, domains, dkim_keys)[0]:
+        path = cfg.zone.signed_dir / f"{domain}.zone"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        create_new(tmp, text.encode(), 0o644)
+        tmp.replace(path)
+        written.append(path)
+    return written

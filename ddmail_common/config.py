@@ -108,6 +108,9 @@ class ZoneSettings:
 
     nameservers: tuple[str, ...] = ()  # the zone's NS records; the first is in the SOA
     addresses: tuple[str, ...] = ()  # the server's IPv4/IPv6 addresses: A/AAAA of its host names
+    # Where `dns zone --sign --write` (the ddmail-zone-sign timer) puts <domain>.zone for the
+    # name server to load; None: not written.
+    signed_dir: Path | None = None
     dnssec_key_dir: Path = Path("/var/lib/ddmail/dnssec")  # KSK and ZSK per domain (root's)
 
 
@@ -470,6 +473,7 @@ def parse(data: dict[str, Any], source: Path = Path("-")) -> Config:
                 )
             ),
             addresses=_addresses(_get(data, "zone.addresses", list, []), "zone.addresses"),
+            signed_dir=_optional_path(data, "zone.signed_dir"),
             dnssec_key_dir=_absolute(
                 _get(data, "zone.dnssec_key_dir", str, str(ZoneSettings.dnssec_key_dir)),
                 "zone.dnssec_key_dir",

@@ -96,6 +96,7 @@ def render(
         f"nameservers = {q(['ns1.' + GLOBAL_DOMAIN])}",
         'addresses = ["127.0.0.1"]',
         f"dnssec_key_dir = {q(str(layout.root / 'lib' / 'dnssec'))}",
+        f"signed_dir = {q(str(layout.root / 'lib' / 'zones'))}",
         "",
         "[tls]",
         f"certificate = {q(str(layout.server_cert))}",

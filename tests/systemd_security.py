@@ -18,12 +18,14 @@ DDMAIL_SERVICES = (
     "ddmail-tlsrpt.service",
     "ddmail-periodic.service",
     "ddmail-backup.service",
+    "ddmail-zone-sign.service",
 )
 # Every unit the role installs.
 DDMAIL_UNITS = (
     *DDMAIL_SERVICES,
     "ddmail-periodic.timer",
     "ddmail-backup.timer",
+    "ddmail-zone-sign.timer",
     "ddmail-postfix-reload.path",
     "ddmail-postfix-reload.service",
 )

@@ -86,6 +86,9 @@ def test_host_vars() -> Iterator[Path]:
                     "ddmail_acme_server": "https://localhost:14000/dir",
                     "ddmail_acme_ca_bundle": "/etc/ssl/ddmail-ci/pebble-https.pem",
                     "ddmail_backup_public_key": backup_public_key(home),
+                    # The operator serves the zone: the daily signer runs too.
+                    "ddmail_zone_sign": True,
+                    "ddmail_zone_nameservers": ["ns1.example.org", "ns2.example.net"],
                     **FILTERS_OFFLINE,
                 }
             )

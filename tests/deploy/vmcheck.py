@@ -56,6 +56,7 @@ DDMAIL_UNITS = (
     "ddmail-tlsrpt.service",
     "ddmail-periodic.timer",
     "ddmail-backup.timer",
+    "ddmail-zone-sign.timer",
 )
 # What docs/operations.md "Restoring" stops first and starts again afterwards.
 RESTORE_STOPS = (
@@ -836,6 +837,18 @@ def toml_setting(section: str, name: str) -> Any:
         return tomllib.load(config)[section][name]
 
 
+def zone_signed() -> str:
+    """ddmail-zone-sign.service (its timer's job) under its AppArmor profile: the global
+    domain's DNSSEC-signed zone in /var/lib/ddmail/zones for a name server, DS on top."""
+    systemctl("start", "ddmail-zone-sign.service")
+    zone = Path("/var/lib/ddmail/zones/example.org.zone")
+    text = zone.read_text()
+    for part in ("RRSIG", "DNSKEY", "; DS record for the registrar", "NS ns1.example.org."):
+        assert part in text, (part, text[:400])
+    assert zone.stat().st_mode & 0o777 == 0o644, oct(zone.stat().st_mode)
+    return f"{zone}: {len(text.splitlines())} lines, signed"
+
+
 def admin(*args: str) -> str:
     """`ddmail admin ...` as the operator runs it: as root with the server's config (it drops
     to ddmail-admin for the database, whose peer authentication has no role for root)."""
@@ -1184,6 +1197,7 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
         not stray,
         "\n".join(stray) or f"none besides the probes {probes.pids}",
     )
+    check("zone: the daily signer writes each global domain's signed zone", zone_signed)
     if smoke_ok:
         backups = Path(cfg["backup_dir"])
         before = set(backups.glob("ddmail-*.tar.gpg")) if backups.exists() else set()

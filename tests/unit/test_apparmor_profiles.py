@@ -32,6 +32,7 @@ DDMAIL_PROCESSES = {
     "ddmail-tlsrpt",
     "ddmail-admin",
     "ddmail-backup",
+    "ddmail-zone-sign",
 }
 DAEMONS = {
     "ddmail-nginx": "/usr/sbin/nginx",
@@ -193,7 +194,6 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backend", MAIL, "r", "none"),
     ("ddmail-backend", KEYHANDLER_STATE, "r", "deny"),
     ("ddmail-backend", SECRET.format("dovecot.key"), "r", "deny"),
-    ("ddmail-backend", SECRET.format("tlsrpt.key"), "r", "allow"),
     # DKIM keys (DN 38): the backend creates and deletes them but never reads one back; the
     # panel, the operator's periodic job, the other services and the backup's gpg never see them.
     ("ddmail-backend", DKIM_KEY, "w", "allow"),
@@ -227,6 +227,15 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-tlsrpt", MAIL, "r", "deny"),
     ("ddmail-tlsrpt", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", SECRET.format("admin.key"), "r", "allow"),
+    # The zone signer: its keys and zone files, the operator's secret; nothing else.
+    ("ddmail-zone-sign", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "w", "allow"),
+    ("ddmail-zone-sign", "/var/lib/ddmail/zones/example.org.zone", "w", "allow"),
+    ("ddmail-zone-sign", SECRET.format("admin.key"), "r", "allow"),
+    ("ddmail-zone-sign", SECRET.format("backend.key"), "r", "deny"),
+    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.key", "r", "deny"),
+    ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.pem.next", "r", "allow"),
+    ("ddmail-zone-sign", MAIL, "r", "deny"),
+    ("ddmail-zone-sign", DKIM_KEY, "r", "deny"),
     ("ddmail-admin", MAIL, "r", "deny"),
     ("ddmail-admin", SECRET.format("backend.key"), "r", "deny"),
     # backup: reads the state a restore needs, writes only the backup directory.
@@ -278,6 +287,7 @@ INET_ALLOWED = {
     "ddmail-backup//gpg": set(),
     "ddmail-backup//tar": set(),
     "ddmail-backup//pg_dump": set(),
+    "ddmail-zone-sign": set(),
     # Redis: a unix socket only (port 0).
     "ddmail-redis": set(),
     # rspamd: DNS (SPF, DKIM, DMARC, block lists) and HTTPS for its rule maps.

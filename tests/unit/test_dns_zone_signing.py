@@ -12,7 +12,7 @@ import dns.dnssec
 import dns.zone
 import pytest
 
-from ddmail_admin.dnssec import render_signed
+from ddmail_admin.dnssec import render_signed, write_signed
 from ddmail_common.config import Config, ConfigError, ZoneSettings
 from tests.unit.test_dns_zone import config, dkim_key
 
@@ -82,3 +82,21 @@ def test_the_keys_persist_and_the_ds_names_the_ksk(tmp_path: Path) -> None:
 def test_signing_needs_the_zones_name_servers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"zone\.nameservers"):
         render_signed(config(), [DOMAIN])
+
+
+def test_write_puts_one_verified_zone_file_per_domain_and_replaces_it(tmp_path: Path) -> None:
+    """What the daily ddmail-zone-sign timer leaves for the name server: <domain>.zone,
+    world-readable, passing both validators; the next run replaces it whole."""
+    out = tmp_path / "zones"
+    out.mkdir()
+    cfg = signing_config(tmp_path)
+    cfg = dataclasses.replace(cfg, zone=dataclasses.replace(cfg.zone, signed_dir=out))
+    (first,) = write_signed(cfg, [DOMAIN, "example.org."])
+    assert first == out / "example.org.zone"
+    assert first.stat().st_mode & 0o777 == 0o644
+    assert verify(tmp_path, first.read_text()) == (0, 0)
+    (second,) = write_signed(cfg, [DOMAIN])
+    assert second == first and sorted(p.name for p in out.iterdir()) == ["example.org.zone"]
+    without = dataclasses.replace(cfg, zone=dataclasses.replace(cfg.zone, signed_dir=None))
+    with pytest.raises(ConfigError, match="signed_dir"):
+        write_signed(without, [DOMAIN])

@@ -57,6 +57,9 @@ def _render(tmp_path: Path, **overrides: object) -> Path:
         "ddmail_periodic_writable_paths": ["/var/lib/ddmail"],
         "ddmail_periodic_schedule": "*:0/5",
         "ddmail_backup_schedule": "*-*-* 03:15:00",
+        "ddmail_zone_key_dir": "/var/lib/ddmail/dnssec",
+        "ddmail_zone_signed_dir": "/var/lib/ddmail/zones",
+        "ddmail_zone_sign_schedule": "daily",
         "ddmail_postfix_reload_flag": "/run/ddmail-backend/postfix-reload",
         **overrides,
     }
