@@ -158,6 +158,12 @@ class Stack:
         sock = self.layout.socket(name)
         wait_for(name, lambda: sock.exists() and unix_accepts(sock))
 
+    def adopt(self, started: dict[str, subprocess.Popen[bytes]]) -> None:
+        """Daemons started elsewhere: stopped with the stack, found by their pid files."""
+        for name, proc in started.items():
+            self.procs[name] = proc
+            (self.layout.run / f"{name}.pid").write_text(f"{proc.pid}\n")
+
     def stop_service(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         if proc is not None:
@@ -182,12 +188,8 @@ class Stack:
         self.start_service("milter")  # before Postfix: submission fails closed without it
         self.start_service("tlsrpt")  # the TLS report parser Postfix hands report copies to
         filters.render_filter_config(L)
-        for name, proc in filters.start_filters(L).items():  # before Postfix: it fails closed
-            self.procs[name] = proc
-            (L.run / f"{name}.pid").write_text(f"{proc.pid}\n")
-        for name, proc in dns.start_resolver(L).items():  # Postfix's DNS, with --dns
-            self.procs[name] = proc
-            (L.run / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self.adopt(filters.start_filters(L))  # before Postfix: it fails closed
+        self.adopt(dns.start_resolver(L))  # Postfix's DNS, with --dns
         self.procs["postfix"] = mta.start_postfix(L)
         self.procs["web"], self.procs["nginx"] = start_panel(L)
         for port in (
