@@ -70,6 +70,8 @@ RESTORE_STOPS = (
     "ddmail-keyhandler.service",
     "ddmail-pgpstage.service",
     "ddmail-milter.service",
+    "ddmail-tlsrpt.service",
+    "ddmail-zone-sign.timer",
 )
 CONFIG = "/etc/ddmail/ddmail.toml"
 AS_POSTGRES = ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--")
