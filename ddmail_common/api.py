@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Callable, Iterable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
@@ -40,7 +42,10 @@ def make_api(name: str, verifier: Verifier) -> Flask:
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception) -> Response:
-        log.error("unhandled %s in %s", type(exc).__name__, request.path)
+        # Where, not what: an exception's message or locals may carry input or a secret.
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        log.error("unhandled %s in %s at %s", type(exc).__name__, request.path, where)
         return json_response(500, {"error": "internal", "message": "Internal error."})
 
     return app
