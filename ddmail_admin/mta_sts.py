@@ -116,9 +116,11 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     done, failed = sync(wanted, args.dir, program(shlex.split(args.issue)), time.time())
     for line in done:
         print(line)
+    # A name its owner has not pointed at us yet is the customer's to fix, not a failure of
+    # this job: the unit stays green (systemctl --failed lists real faults) and says which.
     for host in failed:
         print(f"no certificate for {host} (tried again in {RETRY_AFTER_SECONDS}s)", file=sys.stderr)
-    return 1 if failed else 0
+    return 0
 
 
 def add_commands(admin: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
