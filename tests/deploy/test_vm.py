@@ -165,6 +165,7 @@ def test_the_vm_checks_cover_what_the_issue_asks(vm_run: VmRun) -> None:
         "read again with the same password",
         "acme: the request command got a certificate",
         "acme: a renewal keeps the key",
+        "mta-sts host gets its own certificate",
         "rspamd's milter socket accepts",
         "GTUBE refused at DATA",
         "EICAR refused at DATA",

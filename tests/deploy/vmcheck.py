@@ -641,6 +641,10 @@ class Filters:
         return f"{len(lines)} lines searched, {len(verdicts)} verdict line(s), no {FILTER_CLIENT}"
 
 
+# A customer domain of the VM check's (mta-sts.<it> is pointed at the VM in /etc/hosts).
+CUSTOMER_DOMAIN = "customer.example"
+
+
 class Acme:
     """tls mode acme against a real ACME server: pebble (copied into the VM by the host) on
     loopback, validating HTTP-01 through the deployment's nginx on port 80, as Let's Encrypt
@@ -799,6 +803,44 @@ class Acme:
             60,
         )
         return f"{self.issued_serial} -> {renewed}, same key"
+
+    def customer_policy_host(self) -> str:
+        """A verified customer domain's MTA-STS policy host (DN 40): root's timer job gets the
+        name a certificate of its own from the ACME server (a certbot lineage of that name, put
+        where nginx picks it by SNI, no reload), and senders get the policy under it. The VM has
+        no DNS to verify a domain through, so the backend's row is written as verification
+        writes it (the stack's integration test verifies through NSD)."""
+        name = f"mta-sts.{CUSTOMER_DOMAIN}"
+        with open("/etc/hosts", "a") as hosts:  # pebble validates HTTP-01 through nginx here
+            hosts.write(f"127.0.0.1 {name}  # ddmail-ci\n")
+        row = (
+            "INSERT INTO backend_domains (name, kind, account, enabled, verified, token,"
+            f" created_at, checked_at) VALUES ('{CUSTOMER_DOMAIN}', 'account', 'ci-account',"
+            " true, true, 'ci', extract(epoch from now())::integer,"
+            " extract(epoch from now())::integer)"  # checked now: no re-verification soon
+        )
+        run("runuser", "-u", "postgres", "--", "psql", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+            "ddmail", "-c", row)  # fmt: skip
+        run("systemctl", "start", "ddmail-mta-sts-certificates.service", timeout=600)
+        directory = Path("/etc/ssl/ddmail/mta-sts")
+        assert (Path("/etc/letsencrypt/live") / name / "fullchain.pem").exists()
+        assert sorted(p.name for p in directory.iterdir()) == [f"{name}.key", f"{name}.pem"]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=str(self.home / "root.pem"))
+        conn = http.client.HTTPSConnection(name, 443, context=ctx, timeout=30)
+        try:
+            conn.request("GET", "/.well-known/mta-sts.txt")
+            answer = conn.getresponse()
+            policy = answer.read().decode()
+            conn.request("GET", "/")
+            other = conn.getresponse()
+            other.read()
+        finally:
+            conn.close()
+        assert answer.status == 200, (answer.status, policy[-300:])
+        assert f"\r\nmx: {self.cfg['mail_host']}\r\n" in policy, policy
+        assert other.status == 404, other.status  # only the policy under that name
+        return f"{name}: certificate from the ACME server, policy served ({answer.status})"
 
     def stop(self) -> None:
         if self.proc:
@@ -1146,6 +1188,11 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             acme.request,
         ):
             check("acme: a renewal keeps the key and every daemon serves the new one", acme.renew)
+            check(
+                "acme: a verified customer domain's mta-sts host gets its own certificate and "
+                "serves the policy",
+                acme.customer_policy_host,
+            )
             check("acme: a TLS key rollover serves the new key on every port", acme.rollover)
     finally:
         acme.stop()
