@@ -44,8 +44,8 @@ def add_commands(admin: argparse._SubParsersAction) -> None:  # type: ignore[typ
     rollover.add_argument(
         "--no-dns-check",
         action="store_true",
-        help="switch: do not wait for DNS (only for zones without DNSSEC, where no sender "
-        "uses DANE)",
+        help="switch at once, without waiting for DNS or the TTL (only for zones without "
+        "DNSSEC, where no sender uses DANE)",
     )
     admin_target.add_arguments(rollover)
     rollover.set_defaults(func=cmd_rollover)
