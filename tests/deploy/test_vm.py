@@ -58,6 +58,7 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
         "/ci/tests/httpsbrowser.py": (TESTS / "httpsbrowser.py").read_bytes(),
         "/ci/tests/panelforms.py": (TESTS / "panelforms.py").read_bytes(),
         "/ci/tests/tlsrpt_sample.py": (TESTS / "tlsrpt_sample.py").read_bytes(),
+        "/ci/tests/vmcheck_resolver.py": (HERE / "vmcheck_resolver.py").read_bytes(),
         "/ci/config.json": json.dumps(settings).encode(),
         # The ACME server for tls mode acme: Debian's pebble, one static binary (./dev installs it).
         "/ci/pebble": Path(PEBBLE).read_bytes(),
@@ -177,6 +178,16 @@ def test_the_vm_checks_cover_what_the_issue_asks(vm_run: VmRun) -> None:
         "no client address in the journal",
         "DKIM-signed with the domain's key",
         "ddmail-backend denied a DKIM private key",
+        "Unbound and mta-sts-daemon active, confined in enforce mode",
+        "unbound-checkconf accepts",
+        "Unbound answers on loopback only",
+        "resolv.conf names Unbound with trust-ad",
+        "Postfix's client uses DANE, DNSSEC and the MTA-STS map",
+        "the MTA-STS socketmap answers promptly",
+        "no query name in the journal",
+        "posttls-finger verifies port 25 by DANE",
+        "a TLS key rollover serves the new key on every port",
+        "the daily signer writes each global domain's signed zone",
     ):
         assert part in names, f"no check for {part!r} in: {names}"
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # /ci/tests/ ships nex
 from tests.httpsbrowser import HttpsBrowser
 from tests.panelforms import Registered, codes
 from tests.tlsrpt_sample import EXAMPLE_ADDRESSES, example_report, report_mail
+from tests.vmcheck_resolver import RESOLVER_UNITS, Resolver
 
 VENV_BIN = Path("/opt/ddmail/venv/bin")
 DDMAIL_UNITS = (
@@ -196,7 +197,7 @@ def no_failed_unit() -> str:
 def units_active() -> str:
     """Active, and never restarted: a unit in a crash loop is "active" between its deaths."""
     states = {}
-    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS, *FILTER_UNITS):
+    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS, *FILTER_UNITS, *RESOLVER_UNITS):
         show = run("systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", unit)
         props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
         states[unit] = f"{props.get('ActiveState')} restarts={props.get('NRestarts', '0')}"
@@ -1174,6 +1175,25 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             check(name, step)
     check("filters: clamd's and Redis's sockets only for their groups", filters.sockets)
     check("filters: Redis listens on no TCP port", filters.redis_no_tcp)
+    resolver = Resolver(add_address_to_lo)
+    for name, step in (
+        (
+            "resolver: Unbound and mta-sts-daemon active, confined in enforce mode",
+            resolver.confined,
+        ),
+        ("resolver: unbound-checkconf accepts the configuration", resolver.checkconf),
+        ("resolver: Unbound answers on loopback only", resolver.loopback_only),
+        ("resolver: resolv.conf names Unbound with trust-ad after boot", resolver.resolv_conf),
+        ("resolver: Postfix's client uses DANE, DNSSEC and the MTA-STS map", resolver.postfix),
+        ("resolver: the MTA-STS socketmap answers promptly", resolver.socketmap),
+        ("resolver: no query name in the journal", resolver.nothing_logged),
+        # It restarts Unbound with two signed test zones, then puts its configuration back.
+        (
+            "resolver: DNSSEC validated offline, posttls-finger verifies port 25 by DANE",
+            resolver.dane,
+        ),
+    ):
+        check(name, step)
     check(
         "filters: no client address in the journal of rspamd, clamd, Redis, Postfix, Dovecot",
         partial(filters.no_client_address_logged, start),
@@ -1188,12 +1208,12 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
             acme.request,
         ):
             check("acme: a renewal keeps the key and every daemon serves the new one", acme.renew)
+            check("acme: a TLS key rollover serves the new key on every port", acme.rollover)
             check(
                 "acme: a verified customer domain's mta-sts host gets its own certificate and "
                 "serves the policy",
                 acme.customer_policy_host,
             )
-            check("acme: a TLS key rollover serves the new key on every port", acme.rollover)
     finally:
         acme.stop()
     if smoke_ok:

@@ -43,6 +43,8 @@ DAEMONS = {
     # symlink: the kernel attaches by the file executed.
     "ddmail-rspamd": "/usr/bin/rspamd",
     "ddmail-redis": "/usr/bin/redis-check-rdb",
+    # Debian's postfix-mta-sts-resolver (a Python script; also named by its unit).
+    "ddmail-mta-sts-daemon": "/usr/bin/mta-sts-daemon",
 }
 MAIL = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/1700000000.M1P1.host"
 MAIL_DIR = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/"
@@ -194,6 +196,7 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backend", MAIL, "r", "none"),
     ("ddmail-backend", KEYHANDLER_STATE, "r", "deny"),
     ("ddmail-backend", SECRET.format("dovecot.key"), "r", "deny"),
+    ("ddmail-backend", SECRET.format("tlsrpt.key"), "r", "allow"),
     # DKIM keys (DN 38): the backend creates and deletes them but never reads one back; the
     # panel, the operator's periodic job, the other services and the backup's gpg never see them.
     ("ddmail-backend", DKIM_KEY, "w", "allow"),
@@ -270,6 +273,17 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-redis", "/run/redis/redis-server.sock", "rw", "allow"),
     ("ddmail-redis", MAIL, "r", "deny"),
     ("ddmail-redis", SECRET.format("dovecot.key"), "r", "deny"),
+    # the MTA-STS resolver: its config and policy cache; nothing of DDMail's.
+    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "r", "allow"),
+    ("ddmail-mta-sts-daemon", "/var/lib/mta-sts/cache.db", "rw", "allow"),
+    ("ddmail-mta-sts-daemon", "/etc/mta-sts-daemon.yml", "w", "none"),
+    ("ddmail-mta-sts-daemon", MAIL, "r", "deny"),
+    ("ddmail-mta-sts-daemon", SECRET.format("backend.key"), "r", "deny"),
+    ("ddmail-mta-sts-daemon", "/etc/ddmail/ddmail.toml", "r", "deny"),
+    ("ddmail-mta-sts-daemon", "/etc/ssl/ddmail/mail.key", "r", "deny"),
+    ("ddmail-mta-sts-daemon", DKIM_KEY, "r", "deny"),
+    ("ddmail-mta-sts-daemon", PG_SOCKET, "rw", "deny"),
+    ("ddmail-mta-sts-daemon", "/usr/bin/", "r", "deny"),  # sys.path[0]: nothing to import
 ]
 
 # Which inet families each DDMail process may use at all (AppArmor 3.0 cannot name addresses).
@@ -292,6 +306,13 @@ INET_ALLOWED = {
     "ddmail-redis": set(),
     # rspamd: DNS (SPF, DKIM, DMARC, block lists) and HTTPS for its rule maps.
     "ddmail-rspamd": {
+        ("inet", "stream"),
+        ("inet", "dgram"),
+        ("inet6", "stream"),
+        ("inet6", "dgram"),
+    },
+    # DNS to Unbound, HTTPS to any destination's policy host, the socketmap on loopback.
+    "ddmail-mta-sts-daemon": {
         ("inet", "stream"),
         ("inet", "dgram"),
         ("inet6", "stream"),
@@ -337,7 +358,7 @@ def test_inet_families(profile: str) -> None:
     # Nothing beyond unix and the families above (no netlink, packet, raw, ...).
     families = {rule.split()[0] for rule in got["network_allows"][profile]}
     expected = {"unix"} | {d for d, _ in INET_ALLOWED[profile]}
-    if profile in ("ddmail-backend", "ddmail-rspamd"):
+    if profile in ("ddmail-backend", "ddmail-rspamd", "ddmail-mta-sts-daemon"):
         expected.add("netlink")  # the nameservice abstraction: glibc's address configuration
     assert families <= expected, families
 
