@@ -824,8 +824,14 @@ class Acme:
             "ddmail", "-c", row)  # fmt: skip
         run("systemctl", "start", "ddmail-mta-sts-certificates.service", timeout=600)
         directory = Path("/etc/ssl/ddmail/mta-sts")
-        assert (Path("/etc/letsencrypt/live") / name / "fullchain.pem").exists()
-        assert sorted(p.name for p in directory.iterdir()) == [f"{name}.key", f"{name}.pem"]
+        found = sorted(p.name for p in directory.iterdir())
+        if not (Path("/etc/letsencrypt/live") / name / "fullchain.pem").exists() or found != [
+            f"{name}.key",
+            f"{name}.pem",
+        ]:
+            unit = "ddmail-mta-sts-certificates.service"
+            journal = run("journalctl", "-u", unit, "-n", "40", check=False)
+            raise AssertionError(f"{directory}: {found}\n{journal}")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(cafile=str(self.home / "root.pem"))
         conn = http.client.HTTPSConnection(name, 443, context=ctx, timeout=30)
@@ -885,7 +891,11 @@ def toml_setting(section: str, name: str) -> Any:
 def zone_signed() -> str:
     """ddmail-zone-sign.service (its timer's job) under its AppArmor profile: the global
     domain's DNSSEC-signed zone in /var/lib/ddmail/zones for a name server, DS on top."""
-    systemctl("start", "ddmail-zone-sign.service")
+    try:
+        systemctl("start", "ddmail-zone-sign.service")
+    except AssertionError:
+        unit = "ddmail-zone-sign.service"
+        raise AssertionError(run("journalctl", "-u", unit, "-n", "40", check=False)) from None
     zone = Path("/var/lib/ddmail/zones/example.org.zone")
     text = zone.read_text()
     for part in ("RRSIG", "DNSKEY", "; DS record for the registrar", "NS ns1.example.org."):

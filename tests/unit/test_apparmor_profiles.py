@@ -234,6 +234,7 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-zone-sign", "/var/lib/ddmail/dnssec/example.org.ksk.pem", "w", "allow"),
     ("ddmail-zone-sign", "/var/lib/ddmail/zones/example.org.zone", "w", "allow"),
     ("ddmail-zone-sign", SECRET.format("admin.key"), "r", "allow"),
+    ("ddmail-zone-sign", "/etc/passwd", "r", "allow"),
     ("ddmail-zone-sign", SECRET.format("backend.key"), "r", "deny"),
     ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.key", "r", "deny"),
     ("ddmail-zone-sign", "/etc/ssl/ddmail/mail.pem.next", "r", "allow"),
