@@ -12,6 +12,7 @@ picks the file by the name the client asked for (SNI), so nothing needs a reload
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import subprocess
@@ -29,6 +30,9 @@ from ddmail_common.config import Config
 # (Let's Encrypt: 5 an hour), and a customer who has not pointed the name at us yet fails each time.
 RETRY_AFTER_SECONDS = 6 * 3600
 ISSUE_TIMEOUT_SECONDS = 300
+# The program's "could not try now" (certbot's lock held by another run: the renewal timer, a
+# key rollover): nothing was asked of the CA, so the host is tried on the next run, not backed off.
+BUSY = os.EX_TEMPFAIL
 # What the backend sends is a checked domain name already; a name becomes a file name and an
 # argument of a root program here, so it is checked again.
 HOST = re.compile(r"mta-sts(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+")
@@ -55,14 +59,15 @@ def covered(certificate: Path | None) -> set[str]:
 def sync(
     wanted: Iterable[str],
     directory: Path,
-    run: Callable[[str, str], bool],
+    run: Callable[[str, str], int],
     now: float,
     retry_after: float = RETRY_AFTER_SECONDS,
-) -> tuple[list[str], list[str]]:
-    """Issue what is missing, remove what is no longer wanted: (what was done, what failed).
-    RUN(action, host) runs the issuing program; True when it succeeded."""
+) -> tuple[list[str], list[str], list[str]]:
+    """Issue what is missing, remove what is no longer wanted: (what was done, what failed,
+    what could not be tried now). RUN(action, host) runs the issuing program: its exit status."""
     done: list[str] = []
     failed: list[str] = []
+    busy: list[str] = []
     wanted = sorted(set(wanted))
     for host in wanted:
         marker = directory / f".{host}.failed"
@@ -70,35 +75,41 @@ def sync(
             continue
         if marker.exists() and marker.stat().st_mtime > now - retry_after:
             continue
-        if run("issue", host) and (directory / f"{host}.pem").exists():
+        status = run("issue", host)
+        if status == 0 and (directory / f"{host}.pem").exists():
             marker.unlink(missing_ok=True)
             done.append(f"issued {host}")
+        elif status == BUSY:
+            busy.append(host)
         else:
             marker.touch()
             failed.append(host)
     for present in sorted(directory.glob("mta-sts.*.pem")):
         host = present.name.removesuffix(".pem")
         if host not in wanted:
-            if run("remove", host):
+            status = run("remove", host)
+            if status == 0:
                 done.append(f"removed {host}")
+            elif status == BUSY:
+                busy.append(host)
             else:
                 failed.append(host)
     for marker in directory.glob(".mta-sts.*.failed"):
         if marker.name[1:].removesuffix(".failed") not in wanted:
             marker.unlink()
-    return done, failed
+    return done, failed, busy
 
 
-def program(argv: Sequence[str]) -> Callable[[str, str], bool]:
-    def run(action: str, host: str) -> bool:
+def program(argv: Sequence[str]) -> Callable[[str, str], int]:
+    def run(action: str, host: str) -> int:
         try:
             result = subprocess.run(
                 [*argv, action, host], timeout=ISSUE_TIMEOUT_SECONDS, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(f"{action} {host}: {exc}", file=sys.stderr)
-            return False
-        return result.returncode == 0
+            return 1
+        return result.returncode
 
     return run
 
@@ -113,13 +124,15 @@ def cmd_certificates(args: argparse.Namespace) -> int:
     cfg = admin_target.config(args)
     wanted = set(hosts(cfg)) - covered(cfg.tls.certificate)
     args.dir.mkdir(parents=True, exist_ok=True)
-    done, failed = sync(wanted, args.dir, program(shlex.split(args.issue)), time.time())
+    done, failed, busy = sync(wanted, args.dir, program(shlex.split(args.issue)), time.time())
     for line in done:
         print(line)
     # A name its owner has not pointed at us yet is the customer's to fix, not a failure of
     # this job: the unit stays green (systemctl --failed lists real faults) and says which.
     for host in failed:
         print(f"no certificate for {host} (tried again in {RETRY_AFTER_SECONDS}s)", file=sys.stderr)
+    for host in busy:
+        print(f"{host} not tried: certbot is busy (tried again on the next run)", file=sys.stderr)
     return 0
 
 

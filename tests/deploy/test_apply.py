@@ -379,9 +379,25 @@ def test_policy_hosts_of_customer_domains_get_certificates_nginx_can_load(
         ok(in_chroot(root, "nginx", "-t"))
         program = "/usr/local/sbin/ddmail-mta-sts-certificate"
         assert in_chroot(root, program, "issue", "mta-sts.x/../../etc").returncode == 2
+        # Another certbot run holds the lock: "not tried" (75), so no hours-long back-off.
+        busy = "/tmp/busy-certbot"
+        fake = root / busy.lstrip("/") / "certbot"
+        fake.parent.mkdir(exist_ok=True)
+        fake.write_text(
+            "#!/bin/sh\necho 'Another instance of Certbot is already running.' >&2\nexit 1\n"
+        )
+        fake.chmod(0o755)
+        for action in ("issue", "remove"):
+            tried = in_chroot(root, "env", f"PATH={busy}:/usr/bin:/bin", program, action, name)
+            assert tried.returncode == 75, (action, tried.stderr)
+        assert (root / directory.lstrip("/") / f"{name}.pem").exists()
         ok(in_chroot(root, program, "remove", name))
         assert not (root / directory.lstrip("/") / f"{name}.pem").exists()
         assert not (root / directory.lstrip("/") / f"{name}.key").exists()
     finally:
-        ok(in_chroot(root, "rm", "-rf", "/tmp/lineage", f"{directory}/{name}.pem"))
+        ok(
+            in_chroot(
+                root, "rm", "-rf", "/tmp/lineage", "/tmp/busy-certbot", f"{directory}/{name}.pem"
+            )
+        )
         ok(in_chroot(root, "rm", "-f", f"{directory}/{name}.key"))
