@@ -62,6 +62,21 @@ class StackLayout:
         digest = hashlib.sha256(str(self.root.resolve()).encode()).digest()
         return f"127.53.{digest[0]}.{max(digest[1], 1)}"
 
+    # The loopback listeners Tor's onion service and i2pd's server tunnels forward to (issue 12):
+    # the panel over plain HTTP, IMAP and submission with authentication without TLS (the
+    # anonymity network encrypts end to end).
+    @property
+    def anon_http_port(self) -> int:
+        return self.port_base + 180
+
+    @property
+    def anon_imap_port(self) -> int:
+        return self.port_base + 143
+
+    @property
+    def anon_submission_port(self) -> int:
+        return self.port_base + 588
+
     @property
     def unlock_port(self) -> int:
         """Keyhandler's loopback TCP listener for Dovecot's Lua passdb (http only, no sockets)."""

@@ -256,7 +256,7 @@ def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
-OFFSETS = (25, 26, 80, 443, 465, 587, 993)
+OFFSETS = (25, 26, 80, 143, 180, 443, 465, 587, 588, 993)
 
 
 def free_port_base() -> int:
