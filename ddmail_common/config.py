@@ -69,6 +69,10 @@ class PublicSettings:
     submissions_port: int = 465  # implicit TLS
     onion_hostname: str | None = None  # published only when set
     i2p_hostname: str | None = None
+    # The ports the onion service and the I2P tunnels offer IMAP and submission on (without
+    # TLS: the network encrypts end to end; issue 12).
+    anon_imap_port: int = 143
+    anon_submission_port: int = 587
     security_contacts: tuple[str, ...] = ("mailto:security@ddmail.test",)
     # Certificate authorities allowed to issue for the global domains (CAA "issue").
     caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
@@ -275,6 +279,8 @@ def parse_public(data: dict[str, Any], mail_hostname: str, global_domain: str) -
         imaps_port=_port(data, "public.imaps_port", 993),
         submission_port=_port(data, "public.submission_port", 587),
         submissions_port=_port(data, "public.submissions_port", 465),
+        anon_imap_port=_port(data, "public.anon_imap_port", 143),
+        anon_submission_port=_port(data, "public.anon_submission_port", 587),
         onion_hostname=_hostname(onion, "public.onion_hostname", ".onion") if onion else None,
         i2p_hostname=_hostname(i2p, "public.i2p_hostname", ".i2p") if i2p else None,
         # RFC 9116 wants a URI; a bare address is what an operator most likely means.

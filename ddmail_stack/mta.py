@@ -158,6 +158,7 @@ def postfix_vars(layout: StackLayout, db: MailDb) -> dict[str, object]:
         "postfix_smtp_listen": f"127.0.0.1:{layout.smtp_port}",
         "postfix_submission_listen": f"127.0.0.1:{layout.submission_port}",
         "postfix_smtps_listen": f"127.0.0.1:{layout.smtps_port}",
+        "postfix_anon_submission_listen": f"127.0.0.1:{layout.anon_submission_port}",
         "postfix_mynetworks": "192.0.2.1/32",
         "postfix_relayhost": f"[127.0.0.1]:{layout.sink_port}",
         **dns.postfix_routes(layout),
@@ -225,6 +226,8 @@ def dovecot_vars(
         "dovecot_vmail_gid": vmail_gid,
         "dovecot_listen": "127.0.0.1",
         "dovecot_imaps_port": layout.imaps_port,
+        "dovecot_anon_imap_address": "127.0.0.1",
+        "dovecot_anon_imap_port": layout.anon_imap_port,
         # The OpenPGP stage runs as root in the local stack (as every service does).
         "dovecot_lmtp_socket_user": "root",
         "dovecot_log_path": "/dev/stderr",

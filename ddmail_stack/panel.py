@@ -44,6 +44,7 @@ def nginx_vars(layout: StackLayout) -> dict[str, object]:
     return {
         **tls_policy(),
         "nginx_panel_listen": [f"127.0.0.1:{layout.web_port}"],
+        "nginx_anon_listen": f"127.0.0.1:{layout.anon_http_port}",
         "nginx_panel_server_names": f"localhost 127.0.0.1 {GLOBAL_DOMAIN}",
         "nginx_panel_certificate": str(layout.server_cert),
         "nginx_panel_certificate_key": str(layout.server_key),

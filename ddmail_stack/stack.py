@@ -199,6 +199,9 @@ class Stack:
             L.imaps_port,
             L.web_port,
             L.sink_port,
+            L.anon_http_port,
+            L.anon_imap_port,
+            L.anon_submission_port,
         ):
             wait_for(f"port {port}", lambda p=port: port_open(p))
         L.write_stack_json()

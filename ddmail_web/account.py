@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from werkzeug.wrappers import Response
 
 from ddmail_common.errors import ApiError
-from ddmail_web import admission, audit, funds, lockout, totp_views
+from ddmail_web import admission, audit, funds, lockout, totp_views, transport
 from ddmail_web.account_data import delete_everything
 from ddmail_web.credentials import (
     KeyFile,
@@ -41,7 +41,7 @@ from ddmail_web.sessions import access, live, start_session, token_hash
 from ddmail_web.state import web
 
 bp = Blueprint("account", __name__)
-REG_COOKIE = "__Host-ddmail_registration"
+REG_COOKIE = "ddmail_registration"  # __Host- over TLS (ddmail_web.transport)
 PENDING_SECONDS = 1800
 # Where older versions kept a TOTP secret being set up (Flask's signed cookie); now it is on the
 # session's row, and a browser still carrying one loses it at its next login or logout.
@@ -172,22 +172,14 @@ def offer_keyfile(s: DbSession, username: str, content: bytes) -> str:
 
 
 def set_keyfile_cookie(response: Response, token: str) -> None:
-    response.set_cookie(
-        REG_COOKIE,
-        token,
-        secure=True,
-        httponly=True,
-        samesite="Strict",
-        path="/",
-        max_age=PENDING_SECONDS,
-    )
+    transport.set_cookie(response, REG_COOKIE, token, max_age=PENDING_SECONDS)
 
 
 @bp.post("/register/keyfile")
 @access("public")
 def register_keyfile() -> Response | tuple[str, int]:
     form = EmptyForm()
-    token = request.cookies.get(REG_COOKIE, "")
+    token = transport.read_cookie(REG_COOKIE) or ""
     if not form.validate_on_submit() or not token or len(token) > 100:
         return render_template(
             "error.html",
@@ -215,7 +207,7 @@ def register_keyfile() -> Response | tuple[str, int]:
     name = row.username if row is not None else "account"
     response.headers["Content-Disposition"] = f'attachment; filename="ddmail-{name}.key"'
     response.headers["Cache-Control"] = "no-store"
-    response.delete_cookie(REG_COOKIE, secure=True, httponly=True, samesite="Strict", path="/")
+    transport.delete_cookie(response, REG_COOKIE)
     return response
 
 

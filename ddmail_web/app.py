@@ -28,6 +28,7 @@ from ddmail_web.headers import add_security_headers
 from ddmail_web.links import path
 from ddmail_web.sessions import access, load_session, set_cookie
 from ddmail_web.state import WebState, panel_database
+from ddmail_web.transport import TransportSessionInterface
 from ddmail_web.workslots import Busy, WorkSlots
 
 MAX_REQUEST = 256 * 1024
@@ -49,13 +50,13 @@ def _refuse_nameless_form_fields() -> tuple[str, int] | None:
 
 def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.session_interface = TransportSessionInterface()
     domain = cfg.web.global_domain if cfg else "ddmail.test"
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_REQUEST,
         GLOBAL_DOMAIN=domain,
-        SERVED_OVER_TLS=True,
-        SESSION_COOKIE_NAME="__Host-ddmail_csrf",  # Flask's cookie only holds the CSRF secret
-        SESSION_COOKIE_SECURE=True,
+        # Flask's cookie only holds the CSRF secret; named and flagged per transport.
+        SESSION_COOKIE_NAME="ddmail_csrf",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the browser session

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, g
+from urllib.parse import quote
+
+from flask import Response, g, request
+
+from ddmail_web import transport
+from ddmail_web.public import onion_hostname
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -21,6 +26,10 @@ def add_security_headers(response: Response) -> Response:
     h["X-Frame-Options"] = "DENY"
     if g.get("user") is not None:
         h["Cache-Control"] = "no-store"  # nothing of an account may stay in a shared cache
-    if current_app.config.get("SERVED_OVER_TLS"):
+    if transport.over_tls():
         h["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        onion = onion_hostname()
+        if onion:
+            # Tor Browser offers the onion service instead (it honours this over HTTPS only).
+            h["Onion-Location"] = f"http://{onion}{quote(request.path)}"
     return response

@@ -20,6 +20,7 @@ from ddmail_common.validators import operator_address
 from ddmail_web.funds import price_text
 from ddmail_web.sessions import access
 from ddmail_web.state import web
+from ddmail_web.transport import over_tls
 
 bp = Blueprint("public", __name__)
 
@@ -41,6 +42,10 @@ def _settings() -> tuple[PublicSettings, WebSettings]:
     return settings
 
 
+def onion_hostname() -> str | None:
+    return _settings()[0].onion_hostname
+
+
 def _panel_url() -> str:
     return _settings()[1].panel_url.rstrip("/")
 
@@ -57,6 +62,8 @@ def _page(template: str, **extra: object) -> str:
         imaps_port=public.imaps_port,
         submission_port=public.submission_port,
         submissions_port=public.submissions_port,
+        anon_imap_port=public.anon_imap_port,
+        anon_submission_port=public.anon_submission_port,
         security_contacts=public.security_contacts,
         postmaster=operator_address("postmaster", domain),
         abuse=operator_address("abuse", domain),
@@ -166,19 +173,26 @@ def _server(
         ET.SubElement(server, name).text = text
 
 
-def autoconfig_xml() -> bytes:
-    """Thunderbird autoconfig (clientConfig 1.1) for addresses on the global domain."""
+def autoconfig_xml(onion: bool = False) -> bytes:
+    """Thunderbird autoconfig (clientConfig 1.1) for addresses on the global domain; ONION: the
+    answer for the onion service (its own ports, no TLS: Tor encrypts end to end)."""
     public, web = _settings()
-    domain, host = web.global_domain, public.mail_hostname
+    domain = web.global_domain
     root = ET.Element("clientConfig", version="1.1")
     provider = ET.SubElement(root, "emailProvider", id=domain)
     ET.SubElement(provider, "domain").text = domain
     ET.SubElement(provider, "displayName").text = f"DDMail ({domain})"
     ET.SubElement(provider, "displayShortName").text = "DDMail"
-    _server(provider, "incomingServer", "imap", host, public.imaps_port, "SSL")
-    _server(provider, "outgoingServer", "smtp", host, public.submissions_port, "SSL")
-    _server(provider, "outgoingServer", "smtp", host, public.submission_port, "STARTTLS")
-    doc = ET.SubElement(provider, "documentation", url=f"{_panel_url()}/help")
+    if onion and public.onion_hostname:
+        host, panel = public.onion_hostname, f"http://{public.onion_hostname}"
+        _server(provider, "incomingServer", "imap", host, public.anon_imap_port, "plain")
+        _server(provider, "outgoingServer", "smtp", host, public.anon_submission_port, "plain")
+    else:
+        host, panel = public.mail_hostname, _panel_url()
+        _server(provider, "incomingServer", "imap", host, public.imaps_port, "SSL")
+        _server(provider, "outgoingServer", "smtp", host, public.submissions_port, "SSL")
+        _server(provider, "outgoingServer", "smtp", host, public.submission_port, "STARTTLS")
+    doc = ET.SubElement(provider, "documentation", url=f"{panel}/help")
     ET.SubElement(doc, "descr", lang="en").text = "Mail program settings"
     ET.indent(root)
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -192,4 +206,6 @@ def autoconfig_xml() -> bytes:
 @bp.get("/mail/config-v1.1.xml")
 @access("public")
 def autoconfig() -> Response:
-    return Response(autoconfig_xml(), mimetype="application/xml")
+    # Asked of the onion service (through Tor, for its name): the onion answer.
+    onion = not over_tls() and request.host.lower() == onion_hostname()
+    return Response(autoconfig_xml(onion), mimetype="application/xml")

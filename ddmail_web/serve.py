@@ -1,6 +1,6 @@
 """`ddmail-web --config FILE --bind unix:PATH`: the panel under gunicorn, behind nginx, which
-holds the TLS connections (the panel's cookies are `__Host-`, so it is only ever used over
-HTTPS)."""
+holds the TLS connections, or the plain-HTTP loopback connections of Tor and I2P (it says
+which in X-Forwarded-Proto: ddmail_web.transport)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Server-side sessions behind a `__Host-` cookie, and the access rule every route declares."""
+"""Server-side sessions behind a cookie (`__Host-` over TLS: ddmail_web.transport), and the
+access rule every route declares."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Literal, TypeVar
 
-from flask import Response, current_app, g, redirect, request, url_for
+from flask import Response, current_app, g, redirect, url_for
 from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.config import WebSettings
+from ddmail_web import transport
 from ddmail_web.models import Account, Session, User
 from ddmail_web.reauth import refused_without_keyfile
 
-COOKIE = "__Host-ddmail_session"
+COOKIE = "ddmail_session"  # __Host- over TLS (ddmail_web.transport)
 TOUCH_EVERY = 60  # seconds between last_seen writes: a write per page view is not needed
 Access = Literal["public", "authenticated", "reauthenticated"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,7 +122,7 @@ def load_session() -> None:
     """before_request: find the logged-in user, ending sessions that timed out."""
     g.user = None
     g.account = None
-    token = request.cookies.get(COOKIE)
+    token = transport.read_cookie(COOKIE)
     if not token or len(token) > 100:
         return
     web = current_app.extensions["ddmail_web"]
@@ -174,7 +176,7 @@ def set_cookie(response: Response) -> Response:
     """after_request: write or clear the session cookie."""
     token = g.get("new_session_token")
     if token is not None:
-        response.set_cookie(COOKIE, token, secure=True, httponly=True, samesite="Strict", path="/")
+        transport.set_cookie(response, COOKIE, token)
     elif g.get("clear_session_cookie"):
-        response.delete_cookie(COOKIE, secure=True, httponly=True, samesite="Strict", path="/")
+        transport.delete_cookie(response, COOKIE)
     return response

@@ -1,5 +1,6 @@
-"""A browser without JavaScript for the panel behind the stack's nginx: HTTPS, cookies, forms
-(urlencoded or multipart), no redirects followed. For tests through the real stack."""
+"""A browser without JavaScript for the panel behind the stack's nginx: HTTPS (or plain HTTP, as
+Tor and I2P forward it, with the onion or I2P name as Host), cookies, forms (urlencoded or
+multipart), no redirects followed. For tests through the real stack."""
 
 from __future__ import annotations
 
@@ -41,20 +42,28 @@ def _multipart(fields: dict[str, str | tuple[bytes, str]]) -> tuple[bytes, str]:
 
 
 class HttpsBrowser:
-    def __init__(self, base_url: str, tls: ssl.SSLContext) -> None:
+    def __init__(
+        self, base_url: str, tls: ssl.SSLContext | None, host_header: str | None = None
+    ) -> None:
         url = urlsplit(base_url)
         self.host, self.port, self.tls = url.hostname or "", url.port, tls
+        self.host_header = host_header
         self.cookies: dict[str, str] = {}
+        self.set_cookies: list[str] = []  # every Set-Cookie header received, in order
 
     def request(
         self, method: str, path: str, body: bytes | None = None, content_type: str = ""
     ) -> Answer:
-        headers = {}
+        headers = {"Host": self.host_header} if self.host_header else {}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if content_type:
             headers["Content-Type"] = content_type
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=60)
+        conn = (
+            http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=60)
+            if self.tls is not None
+            else http.client.HTTPConnection(self.host, self.port, timeout=60)
+        )
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -62,6 +71,7 @@ class HttpsBrowser:
         finally:
             conn.close()
         for header in answer.headers.get_all("Set-Cookie") or []:
+            self.set_cookies.append(header)
             pair, _, attributes = header.partition(";")
             name, _, value = pair.strip().partition("=")
             if not value or "max-age=0" in attributes.lower().replace(" ", ""):

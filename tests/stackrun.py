@@ -129,8 +129,13 @@ class RunningStack:
 
     @contextmanager
     def submit(self, port: str, address: str, password: str) -> Iterator[smtplib.SMTP]:
-        """A session logged in as ADDRESS over 587 (STARTTLS) or 465 (implicit TLS)."""
-        if port == "587":
+        """A session logged in as ADDRESS over 587 (STARTTLS), 465 (implicit TLS) or "anon"
+        (the loopback listener Tor and I2P forward to: no TLS)."""
+        if port == "anon":
+            with self.smtp("anon_submission_port") as s:
+                s.login(address, password)
+                yield s
+        elif port == "587":
             with self.smtp("submission_port") as s:
                 s.starttls(context=self.tls())
                 s.login(address, password)
@@ -152,6 +157,10 @@ class RunningStack:
         return imaplib.IMAP4_SSL(
             "127.0.0.1", self.info["imaps_port"], ssl_context=self.tls(), timeout=30
         )
+
+    def imap_anon(self) -> imaplib.IMAP4:
+        """IMAP as Tor and I2P forward it: the loopback listener, no TLS."""
+        return imaplib.IMAP4("127.0.0.1", self.info["anon_imap_port"], timeout=30)
 
     def deliver(
         self, to: str, subject: str, body: str, sender: str = "someone@example.org"

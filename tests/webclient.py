@@ -1,4 +1,5 @@
-"""Drive the panel through Flask's test client over https, like a browser without JavaScript."""
+"""Drive the panel through Flask's test client over https, like a browser without JavaScript;
+or as nginx's loopback listener for Tor and I2P hands it on (plain HTTP, the onion name)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ def freeze_time(at: int) -> Iterator[None]:
 
 
 class Browser:
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, onion: str | None = None) -> None:
         self.app = app
         self.client: FlaskClient = app.test_client()
+        self.base_url, self.headers = "https://localhost", {"X-Forwarded-Proto": "https"}
+        if onion is not None:
+            self.base_url, self.headers = f"http://{onion}", {"X-Forwarded-Proto": "http"}
 
     def get(self, path: str) -> TestResponse:
-        return self.client.get(path, base_url="https://localhost")
+        return self.client.get(path, base_url=self.base_url, headers=self.headers)
 
     def post(
         self,
@@ -48,7 +52,9 @@ class Browser:
         data = dict(data or {})
         if "csrf_token" not in data:
             data["csrf_token"] = csrf(self.get(token_from or path).get_data(as_text=True))
-        return self.client.post(path, data=data, base_url="https://localhost", **kwargs)
+        return self.client.post(
+            path, data=data, base_url=self.base_url, headers=self.headers, **kwargs
+        )
 
     def post_with_keyfile(
         self,
