@@ -50,6 +50,9 @@ MAIL = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/1700000000.M1P1.host"
 MAIL_DIR = "/var/lib/ddmail/mail/example.org/alice/Maildir/new/"
 KEYHANDLER_STATE = "/var/lib/ddmail/keyhandler/gpg/pubring.kbx"
 DKIM_KEY = "/var/lib/ddmail/dkim/example.org.ddm1.key"
+# The keys of the onion service and the I2P destination (roles tor and i2pd; issue 12).
+ONION_KEY = "/var/lib/tor/ddmail/hs_ed25519_secret_key"
+I2P_KEYS = "/var/lib/i2pd/ddmail.dat"
 DKIM_MAP = "/var/lib/ddmail/dkim/selectors.map"
 SECRET = "/etc/ddmail/secrets/{}"
 PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
@@ -248,6 +251,17 @@ PATH_RULES: list[tuple[str, str, str, str]] = [
     ("ddmail-backup", "/var/lib/ddmail/backups/ddmail-20260101T000000Z.tar.gpg", "w", "allow"),
     ("ddmail-backup", MAIL, "w", "none"),
     ("ddmail-backup//gpg", SECRET.format("backend.key"), "r", "deny"),
+    # the onion service's and the I2P destination's keys (roles tor, i2pd): read, never written.
+    ("ddmail-backup", ONION_KEY, "r", "allow"),
+    ("ddmail-backup//tar", ONION_KEY, "r", "allow"),
+    ("ddmail-backup", ONION_KEY, "w", "none"),
+    ("ddmail-backup//gpg", ONION_KEY, "r", "deny"),
+    ("ddmail-backup//pg_dump", ONION_KEY, "r", "deny"),
+    ("ddmail-backup", I2P_KEYS, "r", "allow"),
+    ("ddmail-backup//tar", I2P_KEYS, "r", "allow"),
+    ("ddmail-backup", I2P_KEYS, "w", "none"),
+    ("ddmail-backup//gpg", I2P_KEYS, "r", "deny"),
+    ("ddmail-backup//pg_dump", I2P_KEYS, "r", "deny"),
     # the daemons: no DDMail state beyond what each needs.
     ("ddmail-nginx", "/run/ddmail-web/web.sock", "rw", "allow"),
     ("ddmail-nginx", MAIL, "r", "deny"),
