@@ -59,6 +59,7 @@ def vm_files(host_vars: dict[str, Any], backup_secret: bytes) -> dict[str, bytes
         "/ci/tests/panelforms.py": (TESTS / "panelforms.py").read_bytes(),
         "/ci/tests/tlsrpt_sample.py": (TESTS / "tlsrpt_sample.py").read_bytes(),
         "/ci/tests/vmcheck_resolver.py": (HERE / "vmcheck_resolver.py").read_bytes(),
+        "/ci/tests/vmcheck_anonymity.py": (HERE / "vmcheck_anonymity.py").read_bytes(),
         "/ci/config.json": json.dumps(settings).encode(),
         # The ACME server for tls mode acme: Debian's pebble, one static binary (./dev installs it).
         "/ci/pebble": Path(PEBBLE).read_bytes(),
@@ -188,6 +189,9 @@ def test_the_vm_checks_cover_what_the_issue_asks(vm_run: VmRun) -> None:
         "posttls-finger verifies port 25 by DANE",
         "a TLS key rollover serves the new key on every port",
         "the daily signer writes each global domain's signed zone",
+        "tor and i2pd active, confined in enforce mode",
+        "tor's hostname and i2pd's destination are the addresses we compute",
+        "the restored onion and I2P keys give the same addresses",
     ):
         assert part in names, f"no check for {part!r} in: {names}"
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # /ci/tests/ ships nex
 from tests.httpsbrowser import HttpsBrowser
 from tests.panelforms import Registered, codes
 from tests.tlsrpt_sample import EXAMPLE_ADDRESSES, example_report, report_mail
+from tests.vmcheck_anonymity import ANONYMITY_UNITS, Anonymity
 from tests.vmcheck_resolver import RESOLVER_UNITS, Resolver
 
 VENV_BIN = Path("/opt/ddmail/venv/bin")
@@ -61,6 +62,9 @@ DDMAIL_UNITS = (
 )
 # What docs/operations.md "Restoring" stops first and starts again afterwards.
 RESTORE_STOPS = (
+    # Their keys are wiped and restored too (roles tor and i2pd): started again on them.
+    "tor@default.service",
+    "i2pd.service",
     "ddmail-backup.timer",
     "ddmail-periodic.timer",
     "postfix.service",
@@ -197,7 +201,7 @@ def no_failed_unit() -> str:
 def units_active() -> str:
     """Active, and never restarted: a unit in a crash loop is "active" between its deaths."""
     states = {}
-    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS, *FILTER_UNITS, *RESOLVER_UNITS):
+    for unit in (*DDMAIL_UNITS, *DAEMON_UNITS, *FILTER_UNITS, *RESOLVER_UNITS, *ANONYMITY_UNITS):
         show = run("systemctl", "show", "-p", "ActiveState", "-p", "NRestarts", unit)
         props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
         states[unit] = f"{props.get('ActiveState')} restarts={props.get('NRestarts', '0')}"
@@ -1204,6 +1208,13 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
         ),
     ):
         check(name, step)
+    anonymity = Anonymity()
+    check("anonymity: tor and i2pd active, confined in enforce mode", anonymity.confined)
+    check(
+        "anonymity: the onion and I2P keys exist, tor's hostname and i2pd's destination are "
+        "the addresses we compute",
+        anonymity.keys,
+    )
     check(
         "filters: no client address in the journal of rspamd, clamd, Redis, Postfix, Dovecot",
         partial(filters.no_client_address_logged, start),
@@ -1296,6 +1307,10 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
                 "backup: restored", lambda: restore(cfg, made)
             ):
                 check("backup: units active after the restore", units_active)
+                check(
+                    "backup: the restored onion and I2P keys give the same addresses",
+                    anonymity.restored,
+                )
                 if check(
                     "backup: the earlier mail read again with the same password", smoke.read_back
                 ):
