@@ -13,29 +13,26 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from ddmail_common import anon_keys
+from ddmail_common.config import PublicSettings
 from ddmail_stack.layout import StackLayout
-from ddmail_stack.processes import spawn, stop
+from ddmail_stack.processes import find_tool, spawn, stop
 from ddmail_stack.templates import role_defaults, template_env
 
 TOR_USER = "debian-tor"
 I2PD_USER = "i2pd"
-# The ports the onion service and the I2P tunnels offer (site.yml's ddmail_anon_public_*_port).
-PUBLIC_PORTS = {"http": 80, "imap": 143, "submission": 587}
+# The ports the onion service and the I2P tunnels offer (site.yml's ddmail_anon_public_*_port):
+# the ones the stack's pages name ([public] defaults).
+PUBLIC_PORTS = {
+    "http": 80,
+    "imap": PublicSettings.anon_imap_port,
+    "submission": PublicSettings.anon_submission_port,
+}
 START_TIMEOUT = 30.0
-SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=SEARCH_PATH)
-    if found is None:
-        raise RuntimeError(f"{name} not found: ./dev installs it")
-    return found
 
 
 def tor_dir(layout: StackLayout) -> Path:
@@ -138,7 +135,15 @@ def render_i2pd_config(layout: StackLayout) -> Path:
 
 def tor_argv(torrc: Path) -> list[str]:
     """Tor as the production unit runs it: this torrc alone, in the foreground."""
-    return [_tool("tor"), "--defaults-torrc", os.devnull, "-f", str(torrc), "--RunAsDaemon", "0"]
+    return [
+        find_tool("tor"),
+        "--defaults-torrc",
+        os.devnull,
+        "-f",
+        str(torrc),
+        "--RunAsDaemon",
+        "0",
+    ]
 
 
 def i2pd_command(conf: Path, datadir: Path) -> list[str]:
@@ -148,18 +153,18 @@ def i2pd_command(conf: Path, datadir: Path) -> list[str]:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(I2PD_USER)
         argv += [
-            _tool("setpriv"),
+            find_tool("setpriv"),
             f"--reuid={entry.pw_uid}",
             f"--regid={entry.pw_gid}",
             "--init-groups",
             "--",
         ]
-    return [*argv, _tool("i2pd"), f"--conf={conf}", f"--datadir={datadir}"]
+    return [*argv, find_tool("i2pd"), f"--conf={conf}", f"--datadir={datadir}"]
 
 
 def i2pd_argv(conf: Path, datadir: Path) -> list[str]:
     """i2pd in a network namespace of its own (loopback only, down): it can reach nothing."""
-    return [_tool("unshare"), "--net", "--", *i2pd_command(conf, datadir)]
+    return [find_tool("unshare"), "--net", "--", *i2pd_command(conf, datadir)]
 
 
 def start_anonymity(layout: StackLayout) -> dict[str, subprocess.Popen[bytes]]:

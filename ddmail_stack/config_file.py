@@ -38,7 +38,12 @@ def stack_command(layout: StackLayout, command: str) -> list[str]:
 
 
 def render(
-    layout: StackLayout, argon2_memory_kib: int, argon2_time_cost: int, milter_db_url: str
+    layout: StackLayout,
+    argon2_memory_kib: int,
+    argon2_time_cost: int,
+    milter_db_url: str,
+    onion_address: str = "",
+    i2p_address: str = "",
 ) -> str:
     q = json.dumps  # TOML basic strings are compatible with JSON strings
     lines = [
@@ -116,6 +121,9 @@ def render(
         f"imaps_port = {layout.imaps_port}",
         f"submission_port = {layout.submission_port}",
         f"submissions_port = {layout.smtps_port}",
+        # The stack's onion service and I2P destination (keys made offline; issue 12).
+        *([f"onion_hostname = {q(onion_address)}"] if onion_address else []),
+        *([f"i2p_hostname = {q(i2p_address)}"] if i2p_address else []),
         "",
         "[secrets]",
     ]

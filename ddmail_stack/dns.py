@@ -10,24 +10,14 @@ Trust anchors of signed test zones are files in resolver_dir/anchors/ (add_trust
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from ddmail_stack.layout import DNS_ROUTED_SUFFIX, StackLayout
-from ddmail_stack.processes import port_open, spawn, wait_for
+from ddmail_stack.processes import find_tool, port_open, spawn, wait_for
 from ddmail_stack.templates import role_defaults, template_env
-
-SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=SEARCH_PATH)
-    if found is None:
-        raise RuntimeError(f"{name} not found: ./dev installs it")
-    return found
 
 
 def resolv_conf(layout: StackLayout) -> Path:
@@ -115,7 +105,7 @@ def render_resolver_config(layout: StackLayout) -> None:
         f"nameserver {layout.resolver_address}\noptions edns0 trust-ad\n"
     )
     subprocess.run(
-        [_tool("unbound-checkconf"), str(layout.resolver_dir / "unbound.conf")],
+        [find_tool("unbound-checkconf"), str(layout.resolver_dir / "unbound.conf")],
         check=True,
         capture_output=True,
     )
@@ -128,7 +118,7 @@ def with_resolver(layout: StackLayout, argv: Sequence[str]) -> list[str]:
         return list(argv)
     script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
     return [
-        _tool("unshare"),
+        find_tool("unshare"),
         "--mount",
         "--propagation",
         "private",
@@ -147,7 +137,7 @@ def start_resolver(layout: StackLayout) -> dict[str, subprocess.Popen[bytes]]:
         return {}
     render_resolver_config(layout)
     unbound = spawn(
-        [_tool("unbound"), "-d", "-c", str(layout.resolver_dir / "unbound.conf")],
+        [find_tool("unbound"), "-d", "-c", str(layout.resolver_dir / "unbound.conf")],
         layout.log_dir / "unbound.log",
     )
     wait_for("unbound", lambda: port_open(53, layout.resolver_address))
@@ -158,7 +148,7 @@ def start_resolver(layout: StackLayout) -> dict[str, subprocess.Popen[bytes]]:
         with_resolver(
             layout,
             [
-                _tool("mta-sts-daemon"),
+                find_tool("mta-sts-daemon"),
                 "-c",
                 str(layout.resolver_dir / "mta-sts-daemon.yml"),
                 "-v",

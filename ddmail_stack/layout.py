@@ -231,13 +231,17 @@ class StackLayout:
     def socket(self, service: str) -> Path:
         return self.run / f"{service}.sock"
 
-    def stack_json(self) -> dict[str, object]:
+    def stack_json(self, onion_address: str = "", i2p_address: str = "") -> dict[str, object]:
+        """ONION_ADDRESS, I2P_ADDRESS: the names of the stack's onion service and I2P destination
+        (made by its tor and i2pd on the first start; ddmail_stack.anonymity)."""
         return {
             "web_url": self.web_url,
             "smtp_port": self.smtp_port,
             "submission_port": self.submission_port,
             "smtps_port": self.smtps_port,
             "imaps_port": self.imaps_port,
+            "onion_address": onion_address,
+            "i2p_address": i2p_address,
             "anon_http_port": self.anon_http_port,
             "anon_imap_port": self.anon_imap_port,
             "anon_submission_port": self.anon_submission_port,
@@ -256,10 +260,11 @@ class StackLayout:
             "dns_routed_suffix": DNS_ROUTED_SUFFIX if self.dns_server else "",
         }
 
-    def write_stack_json(self) -> None:
+    def write_stack_json(self, onion_address: str, i2p_address: str) -> None:
         # Atomically: tools wait for this file and read it as soon as it exists.
         tmp = self.root / "stack.json.tmp"
-        tmp.write_text(json.dumps(self.stack_json(), indent=2) + "\n")
+        content = self.stack_json(onion_address, i2p_address)
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
         tmp.replace(self.root / "stack.json")
 
     @classmethod

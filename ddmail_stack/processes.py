@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,17 @@ from pathlib import Path
 from typing import IO
 
 from ddmail_common.logredact import pump
+
+# Daemons live in sbin, which a user's PATH may lack.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+def find_tool(name: str) -> str:
+    """The path of the program NAME (a Debian package's daemon)."""
+    found = shutil.which(name, path=SEARCH_PATH)
+    if found is None:
+        raise RuntimeError(f"{name} not found: ./dev installs it")
+    return found
 
 
 def log_pipe(log_file: Path) -> tuple[int, threading.Thread]:

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from ddmail_admin import target as admin_target
 from ddmail_common.client import ServiceClient
 from ddmail_common.migrate import MAIL_VIEWS, upgrade
-from ddmail_stack import config_file, dns, filters, mta
+from ddmail_stack import anonymity, config_file, dns, filters, mta
 from ddmail_stack.layout import GLOBAL_DOMAIN, MAX_ROOT_LEN, StackLayout
 from ddmail_stack.panel import start_panel
 from ddmail_stack.processes import port_open, python_script, spawn, stop, unix_accepts, wait_for
@@ -42,7 +42,7 @@ class StackError(Exception):
 
 
 def prepare(layout: StackLayout) -> None:
-    """Directories, secrets, TLS, config file and database schema."""
+    """Directories, secrets, TLS and database schema (the config file: write_config)."""
     if len(str(layout.root)) > MAX_ROOT_LEN:
         raise StackError(f"--root must be at most {MAX_ROOT_LEN} characters (unix socket limit)")
     for d in (
@@ -76,12 +76,18 @@ def prepare(layout: StackLayout) -> None:
     filters.prepare_dkim_keys(layout)
     if layout.effective_db_url.startswith("sqlite"):
         share_sqlite_with_postfix(layout.db_dir)
+
+
+def write_config(layout: StackLayout, onion_address: str, i2p_address: str) -> None:
+    """The stack's ddmail.toml; its pages publish the onion and I2P names given."""
     (layout.etc / "ddmail.toml").write_text(
         config_file.render(
             layout,
             LOCAL_ARGON2_MEMORY_KIB,
             LOCAL_ARGON2_TIME_COST,
             milter_db_url=mail_db_url(layout, mail_db(layout)),
+            onion_address=onion_address,
+            i2p_address=i2p_address,
         )
     )
 
@@ -178,6 +184,10 @@ class Stack:
     def up(self) -> None:
         L = self.layout
         prepare(L)
+        # Tor and i2pd first: the config publishes the names they made keys for.
+        self.adopt(anonymity.start_anonymity(L))
+        onion, i2p = anonymity.addresses(L)
+        write_config(L, onion, i2p)
         self.start_service("keyhandler")
         wait_for("keyhandler unlock port", lambda: port_open(L.unlock_port))
         self.start_service("backend")  # it adds the config's global domain at start
@@ -204,7 +214,7 @@ class Stack:
             L.anon_submission_port,
         ):
             wait_for(f"port {port}", lambda p=port: port_open(p))
-        L.write_stack_json()
+        L.write_stack_json(onion, i2p)
 
     def down(self) -> None:
         if "postfix" in self.procs:

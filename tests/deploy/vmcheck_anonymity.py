@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import pwd
 import stat
-import subprocess
 import time
 import tomllib
 from pathlib import Path
 
 # unit -> the label its main process must carry (/proc/PID/attr/current): Debian's profiles.
+# Shipped next to this file in the VM (/ci/tests/).
+from tests.vmcheck_resolver import run, units_confined
+
 ANONYMITY_UNITS = {
     "tor@default.service": "system_tor (enforce)",
     "i2pd.service": "i2pd (enforce)",
@@ -29,13 +31,6 @@ ONION_DIR = Path("/var/lib/tor/ddmail")
 I2P_KEYS = Path("/var/lib/i2pd/ddmail.dat")
 I2PD_DESTINATIONS = Path("/var/lib/i2pd/destinations")
 CONFIG = Path("/etc/ddmail/ddmail.toml")
-
-
-def run(*argv: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def owner_and_mode(path: Path) -> str:
@@ -60,14 +55,7 @@ class Anonymity:
         self.i2p = ""
 
     def confined(self) -> str:
-        labels = {}
-        for unit, wanted in ANONYMITY_UNITS.items():
-            show = run("systemctl", "show", "-P", "MainPID", "-P", "ActiveState", unit).stdout
-            pid, state = show.split()
-            label = Path(f"/proc/{pid}/attr/current").read_text().strip()
-            labels[unit] = f"{state} pid {pid}: {label}"
-            assert state == "active" and label == wanted, labels
-        return json.dumps(labels)
+        return units_confined(ANONYMITY_UNITS)
 
     def keys(self) -> str:
         modes = self._modes()

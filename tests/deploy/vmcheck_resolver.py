@@ -148,6 +148,18 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60) -> Any:
     raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
+def units_confined(units: dict[str, str]) -> str:
+    """Each of UNITS active, its main process under the AppArmor label given."""
+    labels = {}
+    for unit, wanted in units.items():
+        show = run("systemctl", "show", "-P", "MainPID", "-P", "ActiveState", unit).stdout
+        pid, state = show.split()
+        label = Path(f"/proc/{pid}/attr/current").read_text().strip()
+        labels[unit] = f"{state} pid {pid}: {label}"
+        assert state == "active" and label == wanted, labels
+    return json.dumps(labels)
+
+
 class Resolver:
     """The checks, in the order vmcheck.py runs them (add_address: vmcheck's rtnetlink helper,
     iproute2 may be missing)."""
@@ -157,14 +169,7 @@ class Resolver:
         self.marker = uuid.uuid4().hex[:16]  # in every name these checks look up
 
     def confined(self) -> str:
-        labels = {}
-        for unit, wanted in RESOLVER_UNITS.items():
-            show = run("systemctl", "show", "-P", "MainPID", "-P", "ActiveState", unit).stdout
-            pid, state = show.split()
-            label = Path(f"/proc/{pid}/attr/current").read_text().strip()
-            labels[unit] = f"{state} pid {pid}: {label}"
-            assert state == "active" and label == wanted, labels
-        return json.dumps(labels)
+        return units_confined(RESOLVER_UNITS)
 
     def checkconf(self) -> str:
         return run("unbound-checkconf").stdout.strip()

@@ -129,6 +129,19 @@ def test_tor_takes_our_key_and_names_our_address(layout: StackLayout) -> None:
     assert (directory / "hostname").read_text() == ours + "\n"
 
 
+def _in_netns(script: str) -> subprocess.CompletedProcess[str]:
+    """SCRIPT (sh) in a network namespace of its own: the daemons reach no network."""
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def _i2pd_in_netns(layout: StackLayout, then: str = ":") -> str:
     """i2pd (the stack's configuration at log level info) in a network namespace of its own
     until its keys file exists, then the shell commands THEN there; its output and THEN's."""
@@ -141,14 +154,7 @@ def _i2pd_in_netns(layout: StackLayout, then: str = ":") -> str:
         f"for i in $(seq 300); do [ -s {keys} ] && break; sleep 0.1; done; sleep 1; "
         f"{then}; kill $pid; wait $pid || true"
     )
-    done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_netns(script)
     return (layout.log_dir / "i2pd-test.log").read_text() + done.stdout
 
 
@@ -247,13 +253,6 @@ def test_tor_with_the_production_torrc_listens_nowhere(layout: StackLayout) -> N
         f"for i in $(seq 300); do [ -s {hostname} ] && break; sleep 0.1; done; sleep 2; "
         "echo ---; ss -ltunH; kill $pid; wait $pid || true"
     )
-    done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _in_netns(script)
     assert hostname.exists(), (layout.log_dir / "tor-netns.log").read_text()[-2000:]
     assert _listeners(done.stdout.split("---\n", 1)[1]) == []

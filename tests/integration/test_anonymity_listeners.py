@@ -28,8 +28,19 @@ def note(sender: str, marker: str, to: str = "friend@example.net") -> bytes:
 
 
 def anon_panel(stack: RunningStack) -> HttpsBrowser:
-    onion = stack.info.get("onion_address") or "panel.onion"
+    onion = stack.info["onion_address"]
     return HttpsBrowser(f"http://127.0.0.1:{stack.info['anon_http_port']}", None, onion)
+
+
+def test_the_pages_publish_the_names_the_stacks_tor_and_i2pd_made(stack: RunningStack) -> None:
+    onion, i2p = stack.info["onion_address"], stack.info["i2p_address"]
+    assert onion.endswith(".onion") and i2p.endswith(".b32.i2p")
+    clearnet = HttpsBrowser(stack.info["web_url"], stack.tls())
+    help_page = clearnet.get("/help")
+    assert f"http://{onion}/" in help_page.text and i2p in help_page.text
+    assert help_page.headers["Onion-Location"] == f"http://{onion}/help"
+    autoconfig = anon_panel(stack).get("/.well-known/autoconfig/mail/config-v1.1.xml").text
+    assert f"<hostname>{onion}</hostname>" in autoconfig and "plain" in autoconfig
 
 
 def test_the_panel_works_over_plain_http_on_the_anonymity_listener(stack: RunningStack) -> None:
