@@ -1224,6 +1224,12 @@ def checks(cfg: dict[str, Any], report: Report) -> None:
         "the addresses we compute",
         anonymity.keys,
     )
+    if smoke.address:
+        check(
+            "anonymity: the loopback listeners answer: the panel over HTTP without HSTS, IMAP "
+            "LOGIN and submission AUTH without TLS",
+            partial(anonymity.listeners, smoke.address, smoke.password),
+        )
     check(
         "filters: no client address in the journal of rspamd, clamd, Redis, Postfix, Dovecot",
         partial(filters.no_client_address_logged, start),

@@ -11,8 +11,11 @@ network is reached, only the daemons' own view of their keys."""
 
 from __future__ import annotations
 
+import http.client
+import imaplib
 import json
 import pwd
+import smtplib
 import stat
 import time
 import tomllib
@@ -31,6 +34,9 @@ ONION_DIR = Path("/var/lib/tor/ddmail")
 I2P_KEYS = Path("/var/lib/i2pd/ddmail.dat")
 I2PD_DESTINATIONS = Path("/var/lib/i2pd/destinations")
 CONFIG = Path("/etc/ddmail/ddmail.toml")
+# What tor and i2pd forward to (site.yml's ddmail_anon_address and ddmail_anon_*_port).
+ANON_HOST = "127.0.0.1"
+ANON_HTTP, ANON_IMAP, ANON_SUBMISSION = 10180, 10143, 10588
 
 
 def owner_and_mode(path: Path) -> str:
@@ -94,6 +100,30 @@ class Anonymity:
             assert time.monotonic() < deadline, (i2p, named)
             time.sleep(1)
         return onion, i2p
+
+    def listeners(self, address: str, password: str) -> str:
+        """What the onion service and the I2P tunnels forward to answers: the panel over plain
+        HTTP for the onion name (no HSTS, the page names the onion), IMAP LOGIN and submission
+        AUTH without TLS with the smoke test's mailbox."""
+        assert self.onion, "the keys check did not run"
+        conn = http.client.HTTPConnection(ANON_HOST, ANON_HTTP, timeout=30)
+        try:
+            conn.request("GET", "/help", headers={"Host": self.onion})
+            answer = conn.getresponse()
+            page = answer.read().decode()
+        finally:
+            conn.close()
+        assert answer.status == 200, answer.status
+        assert answer.getheader("Strict-Transport-Security") is None
+        assert f"http://{self.onion}/" in page
+        with imaplib.IMAP4(ANON_HOST, ANON_IMAP, timeout=30) as imap:
+            assert "LOGINDISABLED" not in imap.capabilities, imap.capabilities
+            assert imap.login(address, password)[0] == "OK"
+        with smtplib.SMTP(ANON_HOST, ANON_SUBMISSION, timeout=30) as smtp:
+            smtp.ehlo("client.invalid")
+            assert not smtp.has_extn("starttls")
+            assert smtp.login(address, password)[0] == 235
+        return f"http {answer.status}, imap and submission logins on {ANON_IMAP}, {ANON_SUBMISSION}"
 
     def restored(self) -> str:
         """After vmcheck.py's wipe and restore (tor and i2pd stopped, started again): the
