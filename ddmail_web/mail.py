@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, g, make_response, redirect, render_template, url_for
+from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
+from wtforms import SelectField
 
 from ddmail_common.errors import ApiError
 from ddmail_web import audit
@@ -46,6 +48,16 @@ def _domains() -> list[str]:
     return list(answer.get("global", [])) + own
 
 
+def _offer_domains(form: FlaskForm, field: SelectField) -> None:
+    """The domain select's options. A required select must start with an empty placeholder (HTML:
+    its first option is the one nothing is chosen by); a fresh form still preselects the first
+    domain, so the common case (only the global domain) needs no extra choice."""
+    domains = _domains()
+    field.choices = [("", "Choose a domain")] + [(d, d) for d in domains]
+    if domains and not form.is_submitted():
+        field.data = domains[0]
+
+
 def _mailboxes() -> list[dict[str, Any]]:
     answer = backend("GET", f"/v1/mailboxes?account={g.account.id}") or {}
     return list(answer.get("mailboxes", []))
@@ -53,7 +65,12 @@ def _mailboxes() -> list[dict[str, Any]]:
 
 def show_secret(title: str, address: str, password: str) -> Response:
     response = make_response(
-        render_template("mail/password.html", title=title, address=address, password=password)
+        render_template(
+            "mail/password.html",
+            title=title,
+            address=address,
+            password=password,
+        )
     )
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -63,7 +80,7 @@ def show_secret(title: str, address: str, password: str) -> Response:
 @access("authenticated")
 def mailboxes() -> Response | str | tuple[str, int]:
     form = AddMailboxForm()
-    form.domain.choices = [(d, d) for d in _domains()]
+    _offer_domains(form, form.domain)
     if form.validate_on_submit():
         address = f"{form.local_part.data}@{form.domain.data}"
         made = backend("POST", "/v1/mailboxes", {"account": g.account.id, "address": address})
@@ -142,7 +159,7 @@ def mailbox_remove() -> Response:
 @access("authenticated")
 def aliases() -> Response | str | tuple[str, int]:
     form = AddAliasForm()
-    form.domain.choices = [(d, d) for d in _domains()]
+    _offer_domains(form, form.domain)
     form.destination.choices = [
         (m["address"], m["address"]) for m in _mailboxes() if m["state"] == "active"
     ]
