@@ -21,6 +21,7 @@ from ddmail_web.forms import (
     MailboxResetForm,
     RemoveAliasForm,
 )
+from ddmail_web.public import mail_client_values
 from ddmail_web.reauth import recovery_secret, verified
 from ddmail_web.sessions import access
 from ddmail_web.state import web
@@ -70,6 +71,7 @@ def show_secret(title: str, address: str, password: str) -> Response:
             title=title,
             address=address,
             password=password,
+            **mail_client_values(),
         )
     )
     response.headers["Cache-Control"] = "no-store"
@@ -92,6 +94,7 @@ def mailboxes() -> Response | str | tuple[str, int]:
         "mail/mailboxes.html",
         form=form,
         mailboxes=_mailboxes(),
+        **mail_client_values(),
     ), status
 
 

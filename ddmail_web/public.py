@@ -50,20 +50,29 @@ def _panel_url() -> str:
     return _settings()[1].panel_url.rstrip("/")
 
 
+def mail_client_values() -> dict[str, object]:
+    """What a mail program is set up with, for templates/_mail_settings.html: the help page and
+    the mailbox pages show the same servers because both take them from here."""
+    public = _settings()[0]
+    return {
+        "mail_hostname": public.mail_hostname,
+        "onion_hostname": public.onion_hostname,
+        "i2p_hostname": public.i2p_hostname,
+        "imaps_port": public.imaps_port,
+        "submission_port": public.submission_port,
+        "submissions_port": public.submissions_port,
+        "anon_imap_port": public.anon_imap_port,
+        "anon_submission_port": public.anon_submission_port,
+    }
+
+
 def _page(template: str, **extra: object) -> str:
     public, web = _settings()
     domain = web.global_domain
     return render_template(
         template,
         domain=domain,
-        mail_hostname=public.mail_hostname,
-        onion_hostname=public.onion_hostname,
-        i2p_hostname=public.i2p_hostname,
-        imaps_port=public.imaps_port,
-        submission_port=public.submission_port,
-        submissions_port=public.submissions_port,
-        anon_imap_port=public.anon_imap_port,
-        anon_submission_port=public.anon_submission_port,
+        **mail_client_values(),
         security_contacts=public.security_contacts,
         postmaster=operator_address("postmaster", domain),
         abuse=operator_address("abuse", domain),

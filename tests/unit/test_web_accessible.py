@@ -1,9 +1,11 @@
 """What a screen reader user and a new user notice on the panel (issue 13): every control has a
 name that says what it acts on, errors are announced and tied to their field, messages follow
-the heading and say in words what they are."""
+the heading and say in words what they are, and a new mailbox comes with its mail program
+settings, the same ones the help page gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from html.parser import HTMLParser
 
@@ -14,6 +16,8 @@ from tests.services import Services
 from tests.webclient import Browser
 
 pytestmark = pytest.mark.postgres
+ONION = "b" * 56 + ".onion"
+AUTOCONFIG = "/.well-known/autoconfig/mail/config-v1.1.xml"
 
 
 class Structure(HTMLParser):
@@ -161,3 +165,51 @@ def test_the_credentials_note_after_registration_is_a_warning(env: tuple[Service
     page = Browser(env[1]).post("/register").get_data(as_text=True)
     assert '<p class="warning" role="alert">Warning: write these down now.' in page
     assert "flash-success" not in page
+
+
+def _clearnet_table(page: str) -> str:
+    found = re.search(r'<table class="settings">\n<tr><th scope="col">Serv.*?</table>', page, re.S)
+    assert found is not None
+    return found.group(0)
+
+
+def test_a_new_mailbox_comes_with_its_mail_program_settings(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    public = env[0].cfg.public
+    made = browser.post("/settings/mailboxes", {"local_part": "carol", "domain": "ddmail.test"})
+    page = made.get_data(as_text=True)
+    help_page = browser.get("/help").get_data(as_text=True)
+    # The very table the help page gives, with the configured host and ports.
+    table = _clearnet_table(page)
+    assert table == _clearnet_table(help_page)
+    assert f"<td><code>{public.mail_hostname}</code></td><td>{public.imaps_port}</td>" in table
+    assert f"<td>{public.submission_port}</td><td>STARTTLS</td>" in table
+    assert f"<td>{public.submissions_port}</td><td>SSL/TLS</td>" in table
+    assert "User name: <code>carol@ddmail.test</code>" in page
+    assert f'href="{AUTOCONFIG}"' in page and 'href="/help"' in page
+    assert browser.get(AUTOCONFIG).status_code == 200
+    assert ".onion" not in page and "Over Tor" not in page  # none configured
+    listing = browser.get("/settings/mailboxes").get_data(as_text=True)
+    for address in ("alice", "bob", "carol"):
+        assert f"User name: <code>{address}@ddmail.test</code>" in listing
+
+
+def test_the_mailbox_settings_name_the_onion_service_when_there_is_one(
+    env: tuple[Services, Flask],
+) -> None:
+    svc, _ = env
+    from ddmail_web.app import create_app
+
+    cfg = svc.cfg
+    app = create_app(
+        dataclasses.replace(cfg, public=dataclasses.replace(cfg.public, onion_hostname=ONION))
+    )
+    browser = Browser(app)
+    browser.register_and_login()
+    page = browser.post(
+        "/settings/mailboxes", {"local_part": "dan", "domain": "ddmail.test"}
+    ).get_data(as_text=True)
+    tor = page.split("Over Tor", 1)[1].split("</table>", 1)[0]
+    assert f"<td><code>{ONION}</code></td><td>{cfg.public.anon_imap_port}</td><td>None</td>" in tor
+    assert f"<td>{cfg.public.anon_submission_port}</td><td>None</td>" in tor
