@@ -53,10 +53,15 @@ def format_cents(cents: int) -> str:
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
+def money_text(cents: int, settings: WebSettings) -> str:
+    """An amount as every page states it: always with the configured currency."""
+    return f"{format_cents(cents)} {settings.currency}"
+
+
 def price_text(settings: WebSettings) -> str:
-    """The price as every page states it (pricing page and funds page alike)."""
-    amount = format_cents(settings.price_cents_per_gb_month)
-    return f"{amount} {settings.currency} per started GB per month"
+    """The price as every page states it (pricing, funds and help pages alike); the unit is what
+    Billing.monthly_charge really charges: every started GB of the account's mail, per month."""
+    return f"{money_text(settings.price_cents_per_gb_month, settings)} per started GB per month"
 
 
 def balance(s: DbSession, account: str) -> int:

@@ -38,13 +38,12 @@ def page() -> str:
         used = None
     return render_template(
         "account/funds.html",
-        balance=funds.format_cents(balance),
+        balance=funds.money_text(balance, state.settings),
         ledger=ledger,
         used=used,
         form=VoucherForm(),
         price=funds.price_text(state.settings),
-        currency=state.settings.currency,
-        fmt=funds.format_cents,
+        money=lambda cents: funds.money_text(cents, state.settings),
     )
 
 
@@ -63,7 +62,7 @@ def voucher() -> Response:
     except funds.FundsError as exc:
         flash(str(exc), "error")
         return redirect(url_for("funds.page"))
-    flash(f"{funds.format_cents(cents)} added to your funds.", "success")
+    flash(f"{funds.money_text(cents, state.settings)} added to your funds.", "success")
     if revive:
         try:
             funds.Billing(state.db, state.backend, state.settings).set_enabled(

@@ -95,7 +95,7 @@ def landing_page() -> str:
 @bp.get("/help")
 @access("public")
 def help_page() -> str:
-    return _page("public/help.html")
+    return _page("public/help.html", price=price_text(_settings()[1]))
 
 
 @bp.get("/about")

@@ -87,7 +87,7 @@ def test_voucher_is_redeemed_once(env: tuple[Services, Flask, Browser]) -> None:
         token_from="/settings/funds",
         follow_redirects=True,
     )
-    assert "5.00 added to your funds" in page.get_data(as_text=True)
+    assert "5.00 EUR added to your funds" in page.get_data(as_text=True)
     again = browser.post(
         "/settings/funds/voucher",
         {"code": code},
@@ -96,8 +96,23 @@ def test_voucher_is_redeemed_once(env: tuple[Services, Flask, Browser]) -> None:
     )
     assert "not valid or was already used" in again.get_data(as_text=True)
     funds_page = browser.get("/settings/funds").get_data(as_text=True)
-    assert "<td>5.00</td>" in funds_page
+    assert "<td>5.00 EUR</td>" in funds_page  # the history states the currency too
+    assert "No payments yet" not in funds_page
     assert codes(funds_page)["payment-reference"]
+
+
+def test_a_new_account_is_told_how_to_pay(env: tuple[Services, Flask, Browser]) -> None:
+    _, _, browser = env
+    browser.register_and_login()
+    page = browser.get("/settings/funds").get_data(as_text=True)
+    assert "<td>0.00 EUR</td>" in page and "No payments yet." in page
+    paying = page.split("Pay with the reference", 1)[1].split("<h2>", 1)[0]
+    # The reference to put into the payment is right there, and whom to ask is linked.
+    assert f"<code>{codes(page)['payment-reference']}</code>" in paying
+    assert 'href="/contact"' in paying
+    vouchers = page.split("Redeem a voucher", 1)[1].split("<h2>", 1)[0]
+    assert "Vouchers come from the people who run this service" in vouchers
+    assert 'href="/contact"' in vouchers
 
 
 def test_disabled_account_sees_only_funds_keeps_receiving_and_cannot_send_or_log_in(
@@ -173,7 +188,7 @@ def test_never_funded_accounts_are_purged_and_gratis_ones_kept(
     assert deleted == [(first.account, True)]  # someone used it: its final entry stays
 
 
-def test_pricing_page_and_funds_page_state_the_same_price_from_config(tmp_path: Path) -> None:
+def test_pricing_funds_and_help_pages_state_the_same_price_from_config(tmp_path: Path) -> None:
     import dataclasses
     import re
 
@@ -183,6 +198,6 @@ def test_pricing_page_and_funds_page_state_the_same_price_from_config(tmp_path: 
         browser.login(browser.register())
         stated = [
             re.findall(r'id="price">([^<]+)<', browser.get(page).get_data(as_text=True))
-            for page in ("/pricing", "/settings/funds")
+            for page in ("/pricing", "/settings/funds", "/help")
         ]
-    assert stated == [["2.50 CHF per started GB per month"]] * 2
+    assert stated == [["2.50 CHF per started GB per month"]] * 3
