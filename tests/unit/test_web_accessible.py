@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
+import ddmail_web
 from tests.services import Services
 from tests.webclient import Browser
 
@@ -159,6 +161,13 @@ def test_page_messages_follow_the_heading_and_say_what_they_are(browser: Browser
     missing = browser.get("/no/such/page").get_data(as_text=True)
     assert "<title>Error: Page not found · DDMail</title>" in missing
     assert 'role="alert">Error: There is no page at this address.' in missing
+
+
+@pytest.mark.parametrize("name", ["too-large", "unavailable"])
+def test_the_error_pages_nginx_serves_say_error_like_the_panels(name: str) -> None:
+    page = (Path(ddmail_web.__file__).parent / "static" / "errors" / f"{name}.html").read_text()
+    assert re.search(r"<title>Error: [^<]+ · DDMail</title>", page)
+    assert re.search(r'</h1>\s*<p class="flash-error" role="alert">Error: ', page)
 
 
 def test_the_credentials_note_after_registration_is_a_warning(env: tuple[Services, Flask]) -> None:
