@@ -170,9 +170,14 @@ def test_the_error_pages_nginx_serves_say_error_like_the_panels(name: str) -> No
     assert re.search(r'</h1>\s*<p class="flash-error" role="alert">Error: ', page)
 
 
-def test_the_credentials_note_after_registration_is_a_warning(env: tuple[Services, Flask]) -> None:
-    page = Browser(env[1]).post("/register").get_data(as_text=True)
+def test_the_notes_with_new_credentials_are_warnings(env: tuple[Services, Flask]) -> None:
+    browser = Browser(env[1])
+    page = browser.post("/register").get_data(as_text=True)
     assert '<p class="warning" role="alert">Warning: write these down now.' in page
+    assert "flash-success" not in page
+    reg = browser.register_and_login()
+    page = browser.post_with_keyfile("/settings/users", {}, reg.keyfile).get_data(as_text=True)
+    assert '<p class="warning" role="alert">Warning: give these to the new user now.' in page
     assert "flash-success" not in page
 
 
