@@ -303,10 +303,11 @@ def test_the_filters_are_in_the_mail_path_and_start_at_boot(applied_rootfs: Appl
     root = applied_rootfs.root
     milter = "unix:/run/rspamd/milter.sock"
     assert ok(in_chroot(root, "postconf", "-h", "smtpd_milters")).strip() == milter
-    # 465 and 587: DDMail's submission milter first, then rspamd's.
+    # 465, 587 and the loopback one of Tor and I2P: DDMail's submission milter first, then
+    # rspamd's.
     master = ok(in_chroot(root, "postconf", "-P"))
     overrides = [line for line in master.splitlines() if "/smtpd_milters = " in line]
-    assert len(overrides) == 2 and all(o.endswith(f",{milter}") for o in overrides), master
+    assert len(overrides) == 3 and all(o.endswith(f",{milter}") for o in overrides), master
     assert "spam-to-junk.sieve" in ok(in_chroot(root, "doveconf", "-n"))
     groups = {u: set(ok(in_chroot(root, "id", "-nG", u)).split()) for u in ("postfix", "_rspamd")}
     assert "_rspamd" in groups["postfix"]

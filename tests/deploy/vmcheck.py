@@ -1087,8 +1087,8 @@ def systemctl(action: str, *units: str) -> None:
 
 def wipe_state(cfg: dict[str, Any]) -> str:
     """What a lost machine loses, i.e. everything a backup holds: the database (dropped and
-    made again empty, as on a new host), the maildirs, the secrets, the DKIM keys and the TLS
-    key and certificate (`[backup] paths`)."""
+    made again empty, as on a new host), the maildirs, the secrets, the DKIM and zone keys, the
+    TLS key and certificate and the onion and I2P keys (`[backup] paths`)."""
     systemctl("stop", *RESTORE_STOPS)
     db = cfg["database_name"]
     run(*AS_POSTGRES, "dropdb", "--if-exists", db, cwd="/")
@@ -1097,6 +1097,8 @@ def wipe_state(cfg: dict[str, Any]) -> str:
         settings = tomllib.load(config)
     extra = [Path(p) for p in settings.get("backup", {}).get("paths", [])]
     extra.append(Path(settings["dkim"]["key_dir"]))  # the DKIM keys (DN 38)
+    if "dnssec_key_dir" in settings.get("zone", {}):  # the zone signer's keys (DN 42)
+        extra.append(Path(settings["zone"]["dnssec_key_dir"]))
     for path in (Path(cfg["mail_root"]), Path(cfg["secrets_dir"]), *extra):
         children = list(path.iterdir()) if path.is_dir() else [path]
         for child in children:
