@@ -15,7 +15,7 @@ from pathlib import Path
 from ddmail_admin import target as admin_target
 from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
-from ddmail_stack import mta, tls
+from ddmail_stack import anonymity, mta, tls
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.panel import reload_nginx
 from ddmail_stack.processes import python_script
@@ -57,6 +57,13 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     )
     print(
         f"  MX          {LOCAL_HOST}:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}"
+    )
+    onion, i2p = anonymity.addresses(layout)
+    print(f"  Tor, I2P    {onion}, {i2p} (offline); what they forward to, without TLS:")
+    print(
+        f"              panel http://{LOCAL_HOST}:{layout.anon_http_port}, "
+        f"IMAP {LOCAL_HOST}:{layout.anon_imap_port}, "
+        f"submission {LOCAL_HOST}:{layout.anon_submission_port}"
     )
     # The full path: the virtualenv's bin directory is usually not on PATH.
     print(f"  try: {add_mailbox_command(layout)}")

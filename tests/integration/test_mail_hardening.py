@@ -307,6 +307,8 @@ def test_certificate_names_localhost_and_verifies_for_it(stack: RunningStack) ->
 def test_printed_hint_runs_as_printed(stack: RunningStack) -> None:
     printed = (stack.root / "stack-up.out").read_text()
     assert "IMAPS       localhost:" in printed
+    assert f"Tor, I2P    {stack.info['onion_address']}, {stack.info['i2p_address']}" in printed
+    assert f"IMAP localhost:{stack.info['anon_imap_port']}" in printed
     hint = next(line for line in printed.splitlines() if line.strip().startswith("try: "))
     argv = shlex.split(hint.strip().removeprefix("try: "))
     assert Path(argv[0]).is_absolute() and os.access(argv[0], os.X_OK), argv[0]
