@@ -45,7 +45,8 @@ def make_api(name: str, verifier: Verifier) -> Flask:
         # Where, not what: an exception's message or locals may carry input or a secret.
         frames = traceback.extract_tb(exc.__traceback__)
         where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-        log.error("unhandled %s in %s at %s", type(exc).__name__, request.path, where)
+        # "error: " leads, as every error line a log check looks for (the stack's teardown).
+        log.error("error: unhandled %s in %s at %s", type(exc).__name__, request.path, where)
         return json_response(500, {"error": "internal", "message": "Internal error."})
 
     return app
