@@ -15,7 +15,7 @@ from pathlib import Path
 from ddmail_admin import target as admin_target
 from ddmail_common.db import URL_CREDENTIAL_REFUSED, has_inline_password
 from ddmail_common.errors import ApiError
-from ddmail_stack import anonymity, mta, tls
+from ddmail_stack import mta, tls
 from ddmail_stack.layout import DEFAULT_PORT_BASE, GLOBAL_DOMAIN, StackLayout
 from ddmail_stack.panel import reload_nginx
 from ddmail_stack.processes import python_script
@@ -58,7 +58,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     print(
         f"  MX          {LOCAL_HOST}:{layout.smtp_port}; outbound mail lands in {layout.sink_dir}"
     )
-    onion, i2p = anonymity.addresses(layout)
+    onion, i2p = stack.addresses
     print(f"  Tor, I2P    {onion}, {i2p} (offline); what they forward to, without TLS:")
     print(
         f"              panel http://{LOCAL_HOST}:{layout.anon_http_port}, "

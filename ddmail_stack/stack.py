@@ -152,6 +152,8 @@ class Stack:
     layout: StackLayout
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     sink: object | None = None
+    # The onion and I2P names the stack's tor and i2pd made keys for (set by up()).
+    addresses: tuple[str, str] = ("", "")
 
     def start_service(self, name: str) -> None:
         config = str(self.layout.etc / "ddmail.toml")
@@ -186,7 +188,7 @@ class Stack:
         prepare(L)
         # Tor and i2pd first: the config publishes the names they made keys for.
         self.adopt(anonymity.start_anonymity(L))
-        onion, i2p = anonymity.addresses(L)
+        onion, i2p = self.addresses = anonymity.addresses(L)
         write_config(L, onion, i2p)
         self.start_service("keyhandler")
         wait_for("keyhandler unlock port", lambda: port_open(L.unlock_port))
