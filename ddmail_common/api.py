@@ -25,6 +25,16 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
+def _where(frames: traceback.StackSummary) -> str:
+    """The innermost frame of DDMail's own code, then the innermost of all: a library may drop
+    its traceback (psycopg does), leaving only its own last line."""
+    if not frames:
+        return "?"
+    spots = [f"{Path(f.filename).name}:{f.lineno}" for f in frames]
+    ours = [s for f, s in zip(frames, spots, strict=True) if "/ddmail_" in f.filename]
+    return " ".join(dict.fromkeys(ours[-1:] + spots[-1:]))
+
+
 def make_api(name: str, verifier: Verifier) -> Flask:
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -43,8 +53,7 @@ def make_api(name: str, verifier: Verifier) -> Flask:
     @app.errorhandler(Exception)
     def _crash(exc: Exception) -> Response:
         # Where, not what: an exception's message or locals may carry input or a secret.
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        where = _where(traceback.extract_tb(exc.__traceback__))
         # "error: " leads, as every error line a log check looks for (the stack's teardown).
         log.error("error: unhandled %s in %s at %s", type(exc).__name__, request.path, where)
         return json_response(500, {"error": "internal", "message": "Internal error."})

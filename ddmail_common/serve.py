@@ -14,8 +14,11 @@ from ddmail_common.logredact import install as install_redaction
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Any, options: dict[str, Any]) -> None:
-        self._app = app
+    """LOAD makes the WSGI app; gunicorn calls it in each worker after the fork, unless the
+    app is preloaded (LOAD then hands back an app made before)."""
+
+    def __init__(self, load: Callable[[], Any], options: dict[str, Any]) -> None:
+        self._load = load
         self._options = options
         super().__init__()
 
@@ -24,14 +27,17 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return self._app
+        return self._load()
 
 
-def run(app: Any, binds: Sequence[str], threads: int = 8) -> None:
+def run(build: Callable[[], Any], binds: Sequence[str], threads: int = 8) -> None:
     # One worker process: the replay cache of signed requests lives in it (signing.NonceCache).
-    # Threads give concurrency; argon2 and AES release the GIL.
+    # Threads give concurrency; argon2 and AES release the GIL. The app is made in the worker,
+    # never in the arbiter: the backend's job thread, its locks and its database connections
+    # must exist in the one process that serves requests (made before the fork, the job loop
+    # ran on in the arbiter beside the worker's, and two processes made the same DKIM key).
     GunicornApp(
-        app,
+        build,
         {
             "bind": list(binds),
             "workers": 1,
@@ -62,4 +68,4 @@ def main_for(
     for bind in binds(cfg):
         if bind.startswith("unix:"):
             Path(bind[5:]).unlink(missing_ok=True)
-    run(build(cfg), binds(cfg))
+    run(lambda: build(cfg), binds(cfg))

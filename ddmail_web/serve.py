@@ -29,8 +29,11 @@ def main() -> None:
     args = parser.parse_args()
     install_redaction()
     cfg = config_mod.load_service(args.config)
+    # Made once, before the fork, and shared by the workers (copy-on-write): the panel starts
+    # no threads (the database layer drops connections a fork inherits: ddmail_common.db).
+    app = create_app(cfg)
     GunicornApp(
-        create_app(cfg),
+        lambda: app,
         {
             "bind": [args.bind],
             # Sync workers: nginx keeps the clients' connections alive and hands each request

@@ -215,3 +215,37 @@ def test_a_customer_domain_signs_with_its_own_key_found_through_its_cnames(
     assert txt_bytes(parsed(zone), own_record + ".") != txt_bytes(
         parsed(zone), f"ddm1._domainkey.{global_domain}."
     )
+
+
+def _backend_processes(stack: RunningStack) -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, thread count) of this stack's ddmail-backend processes."""
+    config = str(stack.root / "etc" / "ddmail.toml").encode()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError, PermissionError):
+            continue
+        if any(a.endswith(b"/ddmail-backend") for a in argv) and config in argv:
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            found[int(proc.name)] = (int(fields["PPid"]), int(fields["Threads"]))
+    return found
+
+
+def test_the_backend_job_loop_runs_only_in_the_process_that_serves_requests(
+    stack: RunningStack,
+) -> None:
+    """Regression: the app was made in gunicorn's arbiter before the fork, so its job loop ran
+    there too, beside the worker's requests; two processes then made the same new domain's DKIM
+    key and verifying the domain failed with a 500 now and then."""
+    procs = _backend_processes(stack)
+    arbiters = [pid for pid, (ppid, _) in procs.items() if ppid not in procs]
+    assert len(arbiters) == 1 and len(procs) == 2, procs
+    assert procs[arbiters[0]][1] == 1  # gunicorn's arbiter is single-threaded
+
+    names = [f"b{uuid.uuid4().hex[:8]}.example" for _ in range(12)]
+    for name in names:
+        add_verified_customer_domain(stack, name)
+    for name in names:
+        assert list(dkim_keys(stack, name).values()) == ["active"]

@@ -46,7 +46,7 @@ def start_web(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def start_backend_or_keyhandler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "run", lambda app, binds: None)
+    monkeypatch.setattr(serve, "run", lambda build, binds: None)
     serve.main_for(lambda cfg: None, lambda cfg: [])
 
 
