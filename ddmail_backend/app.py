@@ -260,7 +260,8 @@ def create_app(
     @app.get("/v1/usage")
     @authenticated(PANEL)
     def usage() -> Response:
-        return json_response(200, {"bytes": mailboxes.storage_bytes(_account())})
+        used = mailboxes.storage(_account())
+        return json_response(200, {"bytes": sum(used.values()), "mailboxes": used})
 
     # -- mailboxes --------------------------------------------------------------------------
     @app.get("/v1/mailboxes")

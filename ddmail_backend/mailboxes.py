@@ -8,7 +8,9 @@ remove: mark deleting (Postfix stops accepting at once) → a job destroys the k
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -43,6 +45,17 @@ class NewMailbox:
     id: str
     address: str
     password: str
+
+
+def _bytes_under(root: Path) -> int:
+    """Sizes of the files under ROOT (none if it does not exist yet). Dovecot renames and
+    expunges while this walks: a file gone meanwhile counts nothing."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
 
 
 class Mailboxes:
@@ -183,14 +196,14 @@ class Mailboxes:
             job = self.jobs.enqueue(REMOVE_JOB, {"mailbox_id": mailbox.id})
         return "removed" if self.jobs.run_one(job) else DELETING
 
-    def storage_bytes(self, account: str) -> int:
-        """Bytes on disk of the account's mailboxes (what monthly charges are based on)."""
-        total = 0
+    def storage(self, account: str) -> dict[str, int]:
+        """Bytes on disk of each of the account's mailboxes, by address: the encrypted mail and
+        its indexes, what monthly charges are based on."""
+        used = {}
         for mailbox in self.list(account):
-            root = self.maildir(str(mailbox["address"]))
-            if root.exists():
-                total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-        return total
+            address = str(mailbox["address"])
+            used[address] = _bytes_under(self.maildir(address))
+        return used
 
     def maildir(self, address: str) -> Path:
         local, _, domain = address.rpartition("@")

@@ -38,6 +38,18 @@ def _utc(timestamp: int) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _size(count: int) -> str:
+    """Bytes in binary units, one decimal from KiB on: the one way every page writes a size."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def _refuse_nameless_form_fields() -> tuple[str, int] | None:
     if request.method == "POST" and None in request.form:
         return render_template(
@@ -82,6 +94,7 @@ def create_app(cfg: Config | None = None, overrides: dict[str, Any] | None = Non
     app.before_request(_refuse_nameless_form_fields)
     CSRFProtect(app)
     app.jinja_env.filters["utc"] = _utc
+    app.jinja_env.filters["size"] = _size
     app.jinja_env.globals["path"] = path
     app.after_request(add_security_headers)
 

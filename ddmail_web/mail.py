@@ -64,6 +64,16 @@ def _mailboxes() -> list[dict[str, Any]]:
     return list(answer.get("mailboxes", []))
 
 
+def _storage() -> dict[str, int]:
+    """Bytes each mailbox uses, by address; none when the backend cannot say (the mailbox list
+    has flashed that already)."""
+    try:
+        answer = web().backend.call("GET", f"/v1/usage?account={g.account.id}")
+    except ApiError:
+        return {}
+    return dict(answer["mailboxes"])
+
+
 def show_secret(title: str, address: str, password: str) -> Response:
     response = make_response(
         render_template(
@@ -94,6 +104,7 @@ def mailboxes() -> Response | str | tuple[str, int]:
         "mail/mailboxes.html",
         form=form,
         mailboxes=_mailboxes(),
+        storage=_storage(),
         **mail_client_values(),
     ), status
 

@@ -227,3 +227,20 @@ def test_the_mailbox_settings_name_the_onion_service_when_there_is_one(
     tor = page.split("Over Tor", 1)[1].split("</table>", 1)[0]
     assert f"<td><code>{ONION}</code></td><td>{cfg.public.anon_imap_port}</td><td>None</td>" in tor
     assert f"<td>{cfg.public.anon_submission_port}</td><td>None</td>" in tor
+
+
+def test_each_mailbox_shows_the_storage_it_uses(
+    env: tuple[Services, Flask], browser: Browser
+) -> None:
+    # Mail as Dovecot would have stored it for alice (encrypted files under her maildir).
+    maildir = Path(env[0].cfg.mail_root) / "ddmail.test" / "alice" / "cur"
+    maildir.mkdir(parents=True)
+    (maildir / "1.mail").write_bytes(b"x" * (3 * 1024 * 1024 + 200 * 1024))
+    page = browser.get("/settings/mailboxes").get_data(as_text=True)
+    found = re.findall(r'<h3>(\S+@ddmail\.test)</h3>\s*<p class="storage">([^\n]*)', page)
+    items = dict(found)
+    assert items["alice@ddmail.test"] == "Storage used: 3.2 MiB"
+    assert items["bob@ddmail.test"] == "Storage used: 0 B"
+    assert "Mailboxes have no quota." in page
+    # The funds page counts the same bytes, written the same way.
+    assert "3.2 MiB" in browser.get("/settings/funds").get_data(as_text=True)
