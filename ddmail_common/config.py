@@ -78,6 +78,9 @@ class PublicSettings:
     caa_issuers: tuple[str, ...] = ("letsencrypt.org",)
     mta_sts_mode: str = "enforce"
     mta_sts_mx: tuple[str, ...] = ("mail.ddmail.test",)
+    # Each mailbox's limit in MiB of stored (encrypted) mail, as Dovecot enforces it (rendered
+    # from the same value: site ddmail_mailbox_quota_mb, the stack's --mailbox-quota-mb); 0: none.
+    mailbox_quota_mb: int = 0
 
 
 MTA_STS_MODES = ("enforce", "testing", "none")
@@ -245,9 +248,14 @@ def _port(data: dict[str, Any], setting: str, default: int) -> int:
 
 
 def _positive(data: dict[str, Any], setting: str, default: int) -> int:
+    return _at_least(1, data, setting, default)
+
+
+def _at_least(low: int, data: dict[str, Any], setting: str, default: int) -> int:
     value: int = _get(data, setting, int, default)
-    if value < 1:
-        raise ConfigError(f"{setting}: expected a positive whole number, got {value}")
+    if value < low:
+        what = "a positive whole number" if low == 1 else f"a whole number from {low}"
+        raise ConfigError(f"{setting}: expected {what}, got {value}")
     return value
 
 
@@ -291,6 +299,7 @@ def parse_public(data: dict[str, Any], mail_hostname: str, global_domain: str) -
         ),
         mta_sts_mode=mode,
         mta_sts_mx=tuple(_hostname(m, "public.mta_sts_mx") for m in mx),
+        mailbox_quota_mb=_at_least(0, data, "public.mailbox_quota_mb", 0),
     )
 
 

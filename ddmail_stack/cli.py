@@ -38,7 +38,11 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
         print(f"error: --db {URL_CREDENTIAL_REFUSED}", file=sys.stderr)
         return 2
     layout = StackLayout(
-        root=args.root, port_base=args.port_base, db_url=args.db or "", dns_server=args.dns or ""
+        root=args.root,
+        port_base=args.port_base,
+        db_url=args.db or "",
+        dns_server=args.dns or "",
+        mailbox_quota_mb=args.mailbox_quota_mb,
     )
     stack = Stack(layout)
     try:
@@ -137,6 +141,16 @@ def cmd_add_mailbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def quota_mb(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MiB, 0 for none: {text!r}")
+    return value
+
+
 def dns_server(text: str) -> str:
     host, sep, port = text.rpartition(":")
     try:
@@ -165,6 +179,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="HOST:PORT of the DNS server to resolve through, e.g. a local authoritative server "
         "serving test zones (default: the machine's resolver)",
+    )
+    up.add_argument(
+        "--mailbox-quota-mb",
+        type=quota_mb,
+        default=0,
+        help="each mailbox's quota in MiB of stored mail, as Dovecot enforces it and the "
+        "mailboxes page states it (default: 0, none)",
     )
     up.set_defaults(func=cmd_stack_up)
     down = stack.add_parser("down", help="stop a running stack")

@@ -124,6 +124,7 @@ def render(
         # The stack's onion service and I2P destination (keys made offline; issue 12).
         *([f"onion_hostname = {q(onion_address)}"] if onion_address else []),
         *([f"i2p_hostname = {q(i2p_address)}"] if i2p_address else []),
+        f"mailbox_quota_mb = {layout.mailbox_quota_mb}",
         "",
         "[secrets]",
     ]

@@ -24,6 +24,8 @@ class StackLayout:
     # HOST:PORT of a DNS server the stack resolves through (backend checks, rspamd's SPF, DKIM
     # and DMARC); "" = the machine's resolver.
     dns_server: str = ""
+    # MiB per mailbox Dovecot enforces and the pages state ([public] mailbox_quota_mb); 0: none.
+    mailbox_quota_mb: int = 0
 
     # ports (all on 127.0.0.1)
     @property
@@ -258,6 +260,7 @@ class StackLayout:
             "dns_server": self.dns_server,
             "resolver": f"{self.resolver_address}:53" if self.dns_server else "",
             "dns_routed_suffix": DNS_ROUTED_SUFFIX if self.dns_server else "",
+            "mailbox_quota_mb": self.mailbox_quota_mb,
         }
 
     def write_stack_json(self, onion_address: str, i2p_address: str) -> None:
@@ -275,4 +278,5 @@ class StackLayout:
             port_base=int(data["port_base"]),
             db_url=str(data["db_url"]),
             dns_server=str(data.get("dns_server", "")),
+            mailbox_quota_mb=int(data.get("mailbox_quota_mb", 0)),
         )

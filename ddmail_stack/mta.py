@@ -228,6 +228,7 @@ def dovecot_vars(
         "dovecot_imaps_port": layout.imaps_port,
         "dovecot_anon_imap_address": "127.0.0.1",
         "dovecot_anon_imap_port": layout.anon_imap_port,
+        "dovecot_mailbox_quota_mb": layout.mailbox_quota_mb,
         # The OpenPGP stage runs as root in the local stack (as every service does).
         "dovecot_lmtp_socket_user": "root",
         "dovecot_log_path": "/dev/stderr",

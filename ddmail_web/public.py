@@ -63,6 +63,8 @@ def mail_client_values() -> dict[str, object]:
         "submissions_port": public.submissions_port,
         "anon_imap_port": public.anon_imap_port,
         "anon_submission_port": public.anon_submission_port,
+        # What Dovecot enforces: the same config value renders its quota rule.
+        "mailbox_quota_bytes": public.mailbox_quota_mb * 1024 * 1024,
     }
 
 

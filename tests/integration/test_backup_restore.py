@@ -18,14 +18,7 @@ from sqlalchemy import make_url
 from ddmail_admin.dbadmin import role_names
 from tests.integration.test_mail_flow import inbox_has, stored_files
 from tests.operatorkey import PASSPHRASE, OperatorKey, make_operator_key
-from tests.stackrun import (
-    VENV_BIN,
-    RunningStack,
-    start_stack,
-    stop_stack_proc,
-    unexpected_log_errors,
-    wait_until,
-)
+from tests.stackrun import VENV_BIN, RunningStack, own_stack, stop_stack_proc, wait_until
 
 
 def ddmail(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -38,16 +31,11 @@ def ddmail(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def own_stack() -> Iterator[RunningStack]:
+@pytest.fixture(name="own_stack")
+def own_stack_fixture() -> Iterator[RunningStack]:
     """A stack of this test's own: it is wiped and restarted, which the shared one must not be."""
-    running = start_stack()
-    yield running
-    ddmail("stack", "down", "--root", str(running.root))
-    stop_stack_proc(running.proc)
-    errors = unexpected_log_errors(running.log_dir, running.expected_log_errors)
-    assert not errors, "unexpected errors in the stack's logs:\n" + "\n".join(errors[:20])
-    shutil.rmtree(running.root, ignore_errors=True)
+    with own_stack() as running:
+        yield running
 
 
 @pytest.fixture

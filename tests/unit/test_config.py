@@ -45,6 +45,7 @@ def test_minimal_config_gets_owasp_argon2_defaults(tmp_path: Path) -> None:
         (("keyhandler", "argon2_time_cost"), 0, "time_cost >= 1"),
         (("secrets", "web"), "inline-secret-value", "absolute file path"),
         (("backend", "postfix_reload"), "postfix reload", "expected list"),
+        (("public", "mailbox_quota_mb"), -1, r"public\.mailbox_quota_mb: expected a whole number"),
     ],
 )
 def test_bad_settings_are_named(
@@ -54,7 +55,7 @@ def test_bad_settings_are_named(
     if value is None:
         del data[path[0]][path[1]]
     else:
-        data[path[0]][path[1]] = value
+        data.setdefault(path[0], {})[path[1]] = value
     with pytest.raises(ConfigError, match=message):
         parse(data)
 

@@ -244,3 +244,20 @@ def test_each_mailbox_shows_the_storage_it_uses(
     assert "Mailboxes have no quota." in page
     # The funds page counts the same bytes, written the same way.
     assert "3.2 MiB" in browser.get("/settings/funds").get_data(as_text=True)
+
+
+def test_the_mailboxes_page_states_the_quota_the_operator_set(
+    env: tuple[Services, Flask],
+) -> None:
+    from ddmail_web.app import create_app
+
+    cfg = env[0].cfg
+    app = create_app(
+        dataclasses.replace(cfg, public=dataclasses.replace(cfg.public, mailbox_quota_mb=2048))
+    )
+    browser = Browser(app)
+    browser.register_and_login()
+    browser.post("/settings/mailboxes", {"local_part": "erin", "domain": "ddmail.test"})
+    page = browser.get("/settings/mailboxes").get_data(as_text=True)
+    assert "Quota: 2.0 GiB per mailbox; when it is full, new mail waits" in page
+    assert "no quota" not in page
