@@ -88,7 +88,7 @@ def create_app(
 
         def periodic() -> None:
             mailboxes.reap_pending()
-            dkim.maintain()
+            dkim.maintain_now_and_then()
             changed = domains.maintain_now_and_then()
             if changed and (changed["suspended"] or changed["restored"]):
                 reload_postfix()

@@ -105,6 +105,7 @@ class DkimKeys:
         # The periodic job and API requests (a new domain, a rotation) run in threads of one
         # process: one at a time, so two never make the same domain's key.
         self._lock = threading.RLock()
+        self._last_maintenance = float("-inf")
 
     # -- reading ------------------------------------------------------------------------------
     def _signing_domains(self, s: Session) -> dict[str, bool]:
@@ -183,7 +184,14 @@ class DkimKeys:
         selector map in step with the rows. Idempotent; each step is its own transaction."""
         now = int(time.time()) if now is None else now
         with self._lock:
+            self._last_maintenance = time.monotonic()
             return self._maintain(now)
+
+    def maintain_now_and_then(self) -> dict[str, int] | None:
+        """For the job loop (every few seconds): maintain once a maintain_every_seconds."""
+        if time.monotonic() - self._last_maintenance < self.settings.maintain_every_seconds:
+            return None
+        return self.maintain()
 
     def _maintain(self, now: int) -> dict[str, int]:
         done = {"created": 0, "switched": 0, "retired": 0, "rotated": 0, "removed": 0}

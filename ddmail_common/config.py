@@ -154,6 +154,9 @@ class DkimSettings:
     switch_margin_seconds: int = 3600
     grace_seconds: int = 7 * 86400  # the old key stays published this long after the switch
     check_dns: bool = True  # the switch waits until DNS serves the next key
+    # How often the job loop looks for due switches, retirements and lost key files (a new
+    # domain gets its key at once, from the request that made it).
+    maintain_every_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,9 @@ def parse_dkim(data: dict[str, Any]) -> DkimSettings:
         name: _get(data, f"dkim.{name}", int, getattr(DkimSettings, name))
         for name in ("rotate_days", "switch_margin_seconds", "grace_seconds")
     }
+    numbers["maintain_every_seconds"] = _positive(
+        data, "dkim.maintain_every_seconds", DkimSettings.maintain_every_seconds
+    )
     if numbers["rotate_days"] < 0 or numbers["switch_margin_seconds"] < 0:
         raise ConfigError("dkim.rotate_days and dkim.switch_margin_seconds: 0 or more")
     if numbers["grace_seconds"] < 1:

@@ -94,6 +94,7 @@ def render(
         # grace). The switch waits for DNS only where the stack has a DNS server (--dns).
         "switch_margin_seconds = 0",
         f"grace_seconds = {STACK_DKIM_GRACE_SECONDS}",
+        "maintain_every_seconds = 1",
         f"check_dns = {'true' if layout.dns_server else 'false'}",
         "",
         "[zone]",

@@ -248,3 +248,17 @@ def test_concurrent_runs_make_one_key_per_domain(keys: DkimKeys) -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert view.value == txt_value(base64.b64encode(der).decode())  # the file is the row's key
+
+
+def test_the_job_loop_maintains_keys_once_a_period_not_at_every_turn(
+    keys: DkimKeys, db: Database
+) -> None:
+    """Every turn of the job loop (2 s) used to read every domain and key and stat every key
+    file; switches and retirements are due at minutes' granularity at the finest."""
+    created = {"created": 1, "switched": 0, "retired": 0, "rotated": 0, "removed": 0}
+    assert keys.maintain_now_and_then() == created
+    add_customer_domain(db, "later.example", verified=True)
+    assert keys.maintain_now_and_then() is None  # within maintain_every_seconds
+    assert "later.example" not in {v.domain for v in keys.list()}
+    keys._last_maintenance -= keys.settings.maintain_every_seconds
+    assert keys.maintain_now_and_then() == created
