@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ddmail_backend.addresses import check_new_address, parse_address
 from ddmail_backend.models import ACTIVE, Alias, AliasDestination, Mailbox, Tombstone
@@ -62,6 +62,11 @@ class Aliases:
                 {"address": a.address, "destinations": [d.destination for d in a.destinations]}
                 for a in rows
             ]
+
+    def count(self, account: str) -> int:
+        with self.db.session() as s:
+            query = select(func.count()).select_from(Alias).where(Alias.account == account)
+            return int(s.execute(query).scalar_one())
 
     def remove(self, account: str, address_text: str) -> None:
         address = parse_address(address_text)

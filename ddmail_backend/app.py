@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections import Counter
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -262,6 +263,21 @@ def create_app(
     def usage() -> Response:
         used = mailboxes.storage(_account())
         return json_response(200, {"bytes": sum(used.values()), "mailboxes": used})
+
+    @app.get("/v1/overview")
+    @authenticated(PANEL)
+    def overview() -> Response:
+        # The panel's settings page shows these on every visit: one call, counts only.
+        account = _account()
+        return json_response(
+            200,
+            {
+                "mailboxes": dict(Counter(str(m["state"]) for m in mailboxes.list(account))),
+                "aliases": aliases.count(account),
+                "domains": dict(Counter(d.state for d in domains.list(account=account))),
+                "openpgp": openpgp.summary(account),
+            },
+        )
 
     # -- mailboxes --------------------------------------------------------------------------
     @app.get("/v1/mailboxes")

@@ -11,6 +11,7 @@ from flask import g, request
 
 from ddmail_backend.mailboxes import Mailboxes
 from ddmail_common.client import ServiceClient
+from ddmail_common.errors import ApiError
 
 
 def _forwarded_key() -> str | None:
@@ -36,6 +37,22 @@ class OpenPgp:
     def list(self, account: str) -> list[dict[str, Any]]:
         answer = self.keyhandler.call("GET", "/v1/openpgp/keys?" + urlencode({"account": account}))
         return list(answer.get("keys", []))
+
+    def summary(self, account: str) -> dict[str, int] | None:
+        """How many keys the account has, how many mailboxes use one and how many of those have
+        mail held back; None when the keyhandler does not answer (the settings overview still
+        shows everything else)."""
+        try:
+            keys = self.list(account)
+        except ApiError as exc:
+            if exc.status != 503:
+                raise
+            return None
+        return {
+            "keys": len(keys),
+            "mailboxes": sum(len(k["mailboxes"]) for k in keys),
+            "held_back": sum(len(k["failures"]) for k in keys),
+        }
 
     def activate(self, account: str, address: str, fingerprint: str) -> dict[str, Any]:
         mailbox = self.mailboxes.owned(account, address)
