@@ -30,19 +30,13 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
         return self._load()
 
 
-def run(build: Callable[[], Any], binds: Sequence[str], threads: int = 8) -> None:
-    # One worker process: the replay cache of signed requests lives in it (signing.NonceCache).
-    # Threads give concurrency; argon2 and AES release the GIL. The app is made in the worker,
-    # never in the arbiter: the backend's job thread, its locks and its database connections
-    # must exist in the one process that serves requests (made before the fork, the job loop
-    # ran on in the arbiter beside the worker's, and two processes made the same DKIM key).
+def serve(build: Callable[[], Any], binds: Sequence[str], **workers: Any) -> None:
+    """Serve the app BUILD makes on BINDS; WORKERS: how many and of which class."""
     GunicornApp(
         build,
         {
             "bind": list(binds),
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": threads,
+            **workers,
             "umask": 0o117,
             "timeout": 60,
             "graceful_timeout": 5,
@@ -54,6 +48,15 @@ def run(build: Callable[[], Any], binds: Sequence[str], threads: int = 8) -> Non
             "control_socket_disable": True,
         },
     ).run()
+
+
+def run(build: Callable[[], Any], binds: Sequence[str], threads: int = 8) -> None:
+    # One worker process: the replay cache of signed requests lives in it (signing.NonceCache).
+    # Threads give concurrency; argon2 and AES release the GIL. The app is made in the worker,
+    # never in the arbiter: the backend's job thread, its locks and its database connections
+    # must exist in the one process that serves requests (made before the fork, the job loop
+    # ran on in the arbiter beside the worker's, and two processes made the same DKIM key).
+    serve(build, binds, workers=1, worker_class="gthread", threads=threads)
 
 
 def main_for(

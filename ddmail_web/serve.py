@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ddmail_common import config as config_mod
 from ddmail_common.logredact import install as install_redaction
-from ddmail_common.serve import GunicornApp
+from ddmail_common.serve import serve
 from ddmail_web.app import create_app
 
 
@@ -32,23 +32,7 @@ def main() -> None:
     # Made once, before the fork, and shared by the workers (copy-on-write): the panel starts
     # no threads (the database layer drops connections a fork inherits: ddmail_common.db).
     app = create_app(cfg)
-    GunicornApp(
-        lambda: app,
-        {
-            "bind": [args.bind],
-            # Sync workers: nginx keeps the clients' connections alive and hands each request
-            # to whichever worker is free. Pinning keep-alive connections to threaded workers
-            # left one worker overloaded while another idled (docs/performance-panel.md).
-            "workers": args.workers,
-            "worker_class": "sync",
-            "umask": 0o117,
-            "timeout": 60,
-            "graceful_timeout": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "warning",
-            # gunicorn (25.1+) would open a control socket that can change the worker count
-            # and reload the app, under $XDG_RUNTIME_DIR or $HOME: nothing of DDMail uses it.
-            "control_socket_disable": True,
-        },
-    ).run()
+    # Sync workers: nginx keeps the clients' connections alive and hands each request to
+    # whichever worker is free. Pinning keep-alive connections to threaded workers left one
+    # worker overloaded while another idled (docs/performance-panel.md).
+    serve(lambda: app, [args.bind], workers=args.workers, worker_class="sync")

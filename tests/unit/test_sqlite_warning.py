@@ -6,7 +6,6 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,14 +31,7 @@ def write_config(tmp_path: Path, db_url: str) -> Path:
 def start_web(monkeypatch: pytest.MonkeyPatch) -> None:
     from ddmail_web import serve as web_serve
 
-    class NoGunicorn:
-        def __init__(self, *_: Any) -> None:
-            pass
-
-        def run(self) -> None:
-            pass
-
-    monkeypatch.setattr(web_serve, "GunicornApp", NoGunicorn)
+    monkeypatch.setattr(web_serve, "serve", lambda *_, **__: None)
     monkeypatch.setattr(web_serve, "create_app", lambda cfg: None)
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--bind", "unix:/nonexistent/web.sock"])
     web_serve.main()
