@@ -20,14 +20,12 @@ import hashlib
 import logging
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiosmtpd.controller import UnixSocketController
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ddmail_common import socket_daemon
+from ddmail_common import lmtp_server, socket_daemon
 from ddmail_common.client import ServiceClient
 from ddmail_common.errors import ApiError
 from ddmail_common.tlsrpt import ReportError, parse_report, report_json
@@ -68,25 +66,10 @@ class Intake:
         return ACCEPTED
 
 
-class _Handler:
+class _Handler(lmtp_server.OneRecipientHandler):
     def __init__(self, intake: Intake) -> None:
+        super().__init__(4, "tlsrpt")
         self.intake = intake
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tlsrpt")
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        # One answer after DATA is exact only for one recipient (Postfix sends one anyway:
-        # lmtp_destination_recipient_limit = 1).
-        if envelope.rcpt_tos:
-            return "452 4.5.3 One recipient per transaction"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         loop = asyncio.get_running_loop()
@@ -95,23 +78,8 @@ class _Handler:
         )
 
 
-class _Controller(UnixSocketController):
-    def factory(self) -> SMTP:
-        return LMTP(
-            self.handler,
-            decode_data=False,
-            enable_SMTPUTF8=True,
-            data_size_limit=DATA_LIMIT,
-            hostname="ddmail-tlsrpt",
-        )
-
-
-def serve(intake: Intake, socket_path: Path) -> _Controller:
-    socket_path.unlink(missing_ok=True)
-    controller = _Controller(_Handler(intake), unix_socket=str(socket_path))
-    controller.start()
-    socket_daemon.restrict_to_postfix(socket_path)
-    return controller
+def serve(intake: Intake, socket_path: Path) -> UnixSocketController:
+    return lmtp_server.serve(_Handler(intake), socket_path, "ddmail-tlsrpt", DATA_LIMIT)
 
 
 def main() -> None:

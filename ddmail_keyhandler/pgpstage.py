@@ -15,14 +15,12 @@ import signal
 import smtplib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiosmtpd.controller import UnixSocketController
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ddmail_common import socket_daemon
+from ddmail_common import lmtp_server, socket_daemon
 from ddmail_common.db import Database
 from ddmail_common.validators import InvalidInput, parse_foreign_address
 from ddmail_keyhandler.openpgp_keys import OpenPgpKeys
@@ -96,27 +94,10 @@ def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
-class _Handler:
+class _Handler(lmtp_server.OneRecipientHandler):
     def __init__(self, stage: Stage) -> None:
+        super().__init__(8, "pgpstage")  # a hung gpg holds one of these threads
         self.stage = stage
-        # A bounded pool of its own: a hung gpg holds one of these threads, never the event
-        # loop or every delivery.
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgpstage")
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        # One answer per transaction is all this server gives after DATA, so one recipient
-        # (Postfix sends one anyway: lmtp_destination_recipient_limit = 1).
-        if envelope.rcpt_tos:
-            return "452 4.5.3 One recipient per transaction"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         loop = asyncio.get_running_loop()
@@ -189,24 +170,8 @@ def warn_expiring(stage: Stage, sender_domain: str, now: int | None = None) -> i
     return sent
 
 
-class _Controller(UnixSocketController):
-    def factory(self) -> SMTP:
-        return LMTP(
-            self.handler,
-            decode_data=False,
-            enable_SMTPUTF8=True,
-            data_size_limit=MAX_MESSAGE,
-            hostname="ddmail-pgpstage",
-        )
-
-
-def serve(stage: Stage, socket_path: Path) -> _Controller:
-    socket_path.unlink(missing_ok=True)
-    controller = _Controller(_Handler(stage), unix_socket=str(socket_path))
-    controller.start()
-    # Postfix's LMTP client (user postfix) connects; nobody else may.
-    socket_daemon.restrict_to_postfix(socket_path)
-    return controller
+def serve(stage: Stage, socket_path: Path) -> UnixSocketController:
+    return lmtp_server.serve(_Handler(stage), socket_path, "ddmail-pgpstage", MAX_MESSAGE)
 
 
 def main() -> None:
