@@ -3,6 +3,7 @@ with the global domain ddmail.test: shared by the panel's test files."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from flask import Flask
 
 from ddmail_web.app import create_app
 from tests.services import Services, running_services
+from tests.unit.test_openpgp_keys import Gpg
 from tests.webclient import Browser
 
 
@@ -25,3 +27,12 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, Flask]]:
 @pytest.fixture
 def browser(env: tuple[Services, Flask]) -> Browser:
     return Browser(env[1])
+
+
+@pytest.fixture(scope="module")
+def public_key() -> Iterator[tuple[str, str]]:
+    """One OpenPGP public key that can encrypt (armored), and its fingerprint."""
+    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
+        gpg = Gpg(Path(home))
+        fingerprint = gpg.new("panel", "future-default", "default", "never")
+        yield gpg.export("panel"), fingerprint

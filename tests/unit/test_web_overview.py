@@ -5,9 +5,7 @@ still renders, saying what it cannot know, when the backend or the keyhandler is
 from __future__ import annotations
 
 import re
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,9 @@ from ddmail_common.client import ServiceClient
 from ddmail_common.errors import ApiError
 from ddmail_web import funds, totp
 from tests.services import Services
-from tests.unit.test_openpgp_keys import Gpg
 from tests.webclient import Browser, Registered, codes, freeze_time
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def public_key() -> Iterator[tuple[str, str]]:
-    """One OpenPGP public key that can encrypt (armored) and its fingerprint."""
-    with tempfile.TemporaryDirectory(prefix="ddmail-test-pgp-") as home:
-        gpg = Gpg(Path(home))
-        fingerprint = gpg.new("overview", "future-default", "default", "never")
-        yield gpg.export("overview"), fingerprint
 
 
 def status(browser: Browser) -> dict[str, str]:
