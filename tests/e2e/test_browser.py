@@ -7,8 +7,6 @@ told to accept exactly the stack's server key (an SPKI pin), not every certifica
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -16,32 +14,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.browser import CHROMEDRIVER, CHROMIUM, SCREENSHOTS, button, chromium, code, full_page_png
 from tests.stackrun import RunningStack, wait_until
 
 pytestmark = pytest.mark.e2e
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
 NO_JS = re.compile(r"<script|\son[a-z]+\s*=", re.IGNORECASE)
 # A page whose title only changes if a script runs: the check that JavaScript is really off.
 JS_PROBE = "data:text/html,<title>js-off</title><script>document.title='js-on'</script>"
-
-
-def spki_pin(server_pem: Path) -> str:
-    """Base64 SHA-256 of the server certificate's public key, as Chromium's pin list wants it."""
-    cert = x509.load_pem_x509_certificate(server_pem.read_bytes())  # the first one: the leaf
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -55,37 +38,12 @@ def driver(
 ) -> Iterator[webdriver.Chrome]:
     if not (CHROMEDRIVER.exists() and CHROMIUM.exists()):
         pytest.skip("needs Debian's chromium and chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-        # Trust only the stack's server key (it is signed by the stack's throwaway CA).
-        f"--ignore-certificate-errors-spki-list={spki_pin(stack.root / 'tls' / 'server.pem')}",
-    ):
-        options.add_argument(arg)
-    options.add_experimental_option(
-        "prefs",
-        {
-            "profile.managed_default_content_settings.javascript": 2,
-            "download.default_directory": str(downloads),
-            "download.prompt_for_download": False,
-            "download.directory_upgrade": True,
-            "safebrowsing.enabled": False,
-        },
+    browser = chromium(
+        stack.root / "tls" / "server.pem",
+        tmp_path_factory.mktemp("chromium-profile"),
+        downloads,
+        javascript=False,
     )
-    # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    browser.set_page_load_timeout(20)
     yield browser
     browser.quit()
 
@@ -95,30 +53,12 @@ def shoot(driver: webdriver.Chrome, name: str) -> str:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     assert driver.save_screenshot(str(path))  # the viewport, the plain WebDriver way
-    # Then the whole page over DevTools (this needs no JavaScript in the page), so that nothing
-    # below the fold is lost.
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-        },
-    )
-    path.write_bytes(base64.b64decode(shot["data"]))
+    # Then the whole page, so that nothing below the fold is lost.
+    path.write_bytes(full_page_png(driver))
     source = driver.page_source
     found = NO_JS.search(source)
     assert not found, f"{name}: {found.group(0)!r} in {driver.current_url}"
     return source
-
-
-def code(driver: webdriver.Chrome, element_id: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, f"code#{element_id}").text.strip()
-
-
-def button(driver: webdriver.Chrome, label: str) -> None:
-    driver.find_element(By.XPATH, f"//main//button[normalize-space()={label!r}]").click()
 
 
 def test_javascript_is_really_off(driver: webdriver.Chrome) -> None:
