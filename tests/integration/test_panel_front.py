@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import shutil
 import ssl
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,6 +64,36 @@ def test_oversized_form_gets_the_panels_own_413_page(stack: RunningStack) -> Non
         assert resp.getheader("Content-Security-Policy")
     finally:
         conn.close()
+
+
+def test_an_oversized_form_over_http2_gets_the_panels_own_413_page_too(
+    stack: RunningStack,
+) -> None:
+    """Regression: browsers speak HTTP/2, over which nginx checked the size again on the way to
+    the error page and sent its own bare one (nginx/nginx#1356)."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--http2",
+            "--cacert",
+            stack.info["tls_ca"],
+            "-w",
+            "\n%{http_version}",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data-binary",
+            "@-",
+            stack.info["web_url"] + "/login",
+        ],
+        input=b"x=" + b"a" * (300 * 1024),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    page, _, version = out.rpartition("\n")
+    assert version == "2"
+    assert "<title>Error: Too large" in page and "Nothing was changed" in page
 
 
 def test_far_oversized_body_is_stopped_at_the_front_with_the_panels_look(
