@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from ddmail_stack.layout import StackLayout
-from ddmail_stack.panel import render_nginx
-from ddmail_stack.processes import port_open, spawn, stop, wait_for
 from ddmail_web.app import create_app
 from tests.browser import (
     CHROMEDRIVER,
@@ -48,7 +44,8 @@ from tests.browser import (
     code,
     full_page_png,
 )
-from tests.stackrun import VENV_BIN, RunningStack, free_port_base, wait_until
+from tests.panel_down import panel_down
+from tests.stackrun import VENV_BIN, RunningStack, wait_until
 
 # The walk visits ~40 pages, each with axe, two screenshots and a reflow check: more than the
 # suite's default 300 s on a busy 2-core machine.
@@ -337,29 +334,6 @@ def make_public_key(home: Path, uid: str) -> Path:
     return path
 
 
-@contextmanager
-def panel_down(stack: RunningStack, where: Path) -> Iterator[str]:
-    """What users get while the panel is down: a second nginx from the same role template, with
-    nobody behind its panel socket and the stack's own TLS key (the one the browser trusts).
-    Yields its base URL."""
-    layout = StackLayout(root=where, port_base=free_port_base())
-    for directory in (layout.run, layout.tls, layout.etc):
-        directory.mkdir(parents=True)
-    shutil.copy(stack.root / "tls" / "server.pem", layout.server_cert)
-    shutil.copy(stack.root / "tls" / "server.key", layout.server_key)
-    render_nginx(layout)
-    nginx = spawn(
-        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(layout.run / "nginx"), "-c",
-         str(layout.etc / "nginx" / "nginx.conf")],
-        layout.root / "nginx.log",
-    )  # fmt: skip
-    try:
-        wait_for("nginx", lambda: port_open(layout.web_port))
-        yield f"https://127.0.0.1:{layout.web_port}"
-    finally:
-        stop(nginx)
-
-
 def walk(a: Auditor, stack: RunningStack, downloads: Path, scratch: Path) -> None:
     """Every page a user can reach, in the states worth seeing: empty and filled lists, a field
     error, a page error, success messages and the one-time pages that show a secret."""
@@ -474,8 +448,9 @@ def walk(a: Auditor, stack: RunningStack, downloads: Path, scratch: Path) -> Non
     a.upload("//input[@id='key']", keyfile)
     a.submit("account-deleted", "Delete everything")
 
-    with panel_down(stack, scratch / "panel-down") as down:
-        assert a.get("panel-unavailable", "/settings", base=down).status == 502
+    with panel_down(scratch / "panel-down", stack.root) as down:
+        base = f"https://127.0.0.1:{down.web_port}"
+        assert a.get("panel-unavailable", "/settings", base=base).status == 502
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ddmail_stack.layout import StackLayout
-from ddmail_stack.panel import render_nginx
-from ddmail_stack.processes import port_open, spawn, stop, wait_for
-from ddmail_stack.tls import make_local_tls
-from tests.stackrun import RunningStack, free_port_base
+from tests.panel_down import panel_down
+from tests.stackrun import RunningStack
 
 SECURITY_HEADERS = (
     "Content-Security-Policy",
@@ -128,22 +124,9 @@ def test_panel_down_gets_a_clear_page_with_the_panels_headers(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     """A second nginx from the same role template, whose panel socket has nobody behind it."""
-    layout = StackLayout(root=tmp_path / "front", port_base=free_port_base())
-    for d in (layout.run, layout.tls, layout.etc):
-        d.mkdir(parents=True)
-    make_local_tls(
-        layout.ca_cert, layout.ca_key, layout.server_cert, layout.server_key, ["localhost"]
-    )
-    render_nginx(layout)
-    nginx = spawn(
-        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(layout.run / "nginx"), "-c",
-         str(layout.etc / "nginx" / "nginx.conf")],
-        layout.root / "nginx.log",
-    )  # fmt: skip
-    try:
-        wait_for("nginx", lambda: port_open(layout.web_port))
-        ctx = ssl.create_default_context(cafile=str(layout.ca_cert))
-        conn = http.client.HTTPSConnection("localhost", layout.web_port, context=ctx)
+    with panel_down(tmp_path / "front", stack.root) as front:
+        ctx = ssl.create_default_context(cafile=str(front.ca_cert))
+        conn = http.client.HTTPSConnection("localhost", front.web_port, context=ctx)
         conn.request("GET", "/settings")
         resp = conn.getresponse()
         page = resp.read().decode()
@@ -153,8 +136,6 @@ def test_panel_down_gets_a_clear_page_with_the_panels_headers(
         app_resp = app.getresponse()
         app_resp.read()
         app.close()
-    finally:
-        stop(nginx)
     assert resp.status == 502
     assert "The panel is unavailable" in page and "Nothing was changed" in page
     assert "nginx" not in page

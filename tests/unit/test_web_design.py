@@ -16,6 +16,7 @@ from flask import Flask
 
 import ddmail_web
 from tests.services import Services
+from tests.unit.test_web_accessible import SETTINGS_PAGES
 from tests.webclient import Browser
 
 pytestmark = pytest.mark.postgres
@@ -78,19 +79,7 @@ def pages(env: tuple[Services, Flask], public_key: tuple[str, str]) -> dict[str,
         {"public_key": (io.BytesIO(key.encode()), "key.asc")},
         content_type="multipart/form-data",
     )
-    for path in (
-        "/settings",
-        "/settings/mailboxes",
-        "/settings/aliases",
-        "/settings/domains",
-        "/settings/openpgp",
-        "/settings/users",
-        "/settings/sessions",
-        "/settings/funds",
-        "/settings/totp",
-        "/settings/audit",
-        "/settings/account/delete",
-    ):
+    for path in SETTINGS_PAGES:
         shown[path] = browser.get(path).get_data(as_text=True)
     bad = browser.post("/settings/mailboxes", {"local_part": "bad name!", "domain": "ddmail.test"})
     shown["field error"] = bad.get_data(as_text=True)
