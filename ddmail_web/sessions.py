@@ -78,7 +78,7 @@ class SessionAccount:
     payment_reference: str
 
 
-def _cutoffs(settings: WebSettings, now: int) -> dict[str, int]:
+def cutoffs(settings: WebSettings, now: int) -> dict[str, int]:
     """The one timeout rule: a session is live if seen since `seen_after` and made since
     `made_after`."""
     return {
@@ -93,7 +93,11 @@ def _live_clause(seen_after: Any, made_after: Any) -> ColumnElement[bool]:
 
 def live(settings: WebSettings, now: int) -> ColumnElement[bool]:
     """Sessions that have neither idled out nor reached their absolute age."""
-    return _live_clause(**_cutoffs(settings, now))
+    return _live_clause(**cutoffs(settings, now))
+
+
+# The same, with the cutoffs as parameters (cutoffs()), for statements built once.
+LIVE = _live_clause(bindparam("seen_after"), bindparam("made_after"))
 
 
 # One Core query per page view of a logged-in user, built once (its cutoffs are parameters): an
@@ -103,7 +107,7 @@ _LOOKUP = (
     select(
         Session.id,
         Session.last_seen,
-        _live_clause(bindparam("seen_after"), bindparam("made_after")),
+        LIVE,
         User.id,
         User.username,
         Account.id,
@@ -128,7 +132,7 @@ def load_session() -> None:
     web = current_app.extensions["ddmail_web"]
     now = int(time.time())
     with web.db.engine.connect() as conn:
-        params = {"token_hash": token_hash(token), **_cutoffs(web.settings, now)}
+        params = {"token_hash": token_hash(token), **cutoffs(web.settings, now)}
         found = conn.execute(_LOOKUP, params).first()
         if found is None:
             return
