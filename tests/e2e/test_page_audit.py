@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from ddmail_web.app import create_app
@@ -165,6 +166,17 @@ def performance_log(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     return entries
 
 
+def _left(element: WebElement) -> bool:
+    """True once ELEMENT's page is gone. Mid-navigation Chromium may answer "Node with given id
+    does not belong to the document" instead of a stale reference (which Selenium's
+    staleness_of expects, failing the walk now and then at the slow registration)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
+
+
 class Auditor:
     """Walks the panel in one browser and audits every page it lands on."""
 
@@ -191,8 +203,9 @@ class Auditor:
         self.driver.find_element(
             By.XPATH, f"//{scope}//button[normalize-space()={label!r}]"
         ).click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
-        WebDriverWait(self.driver, 30).until(
+        WebDriverWait(self.driver, 30).until(lambda _: _left(old))
+        # A script may also meet the old document on its way out: look again.
+        WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
 
