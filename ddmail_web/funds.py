@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from ddmail_common.client import ServiceClient
@@ -64,11 +64,15 @@ def price_text(settings: WebSettings) -> str:
     return f"{money_text(settings.price_cents_per_gb_month, settings)} per started GB per month"
 
 
+# An account's balance (parameter "account"): the one sum of its ledger, also inside the
+# settings overview's statement.
+BALANCE = select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0)).where(
+    LedgerEntry.account == bindparam("account")
+)
+
+
 def balance(s: DbSession, account: str) -> int:
-    total = s.execute(
-        select(func.sum(LedgerEntry.amount_cents)).where(LedgerEntry.account == account)
-    ).scalar()
-    return int(total or 0)
+    return int(s.execute(BALANCE, {"account": account}).scalar_one())
 
 
 def add_entry(s: DbSession, account: str, kind: str, cents: int, note: str) -> None:

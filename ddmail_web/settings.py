@@ -10,7 +10,6 @@ from sqlalchemy import bindparam, func, select
 
 from ddmail_common.errors import ApiError
 from ddmail_web import audit, funds
-from ddmail_web.funds_models import LedgerEntry
 from ddmail_web.models import Session, User
 from ddmail_web.sessions import LIVE, access, cutoffs
 from ddmail_web.state import web
@@ -66,9 +65,7 @@ def mail_status(counts: dict[str, Any] | None) -> dict[str, str]:
 # What the panel keeps itself, in one Core statement built once: four ORM queries cost the
 # settings page more than all else it does (docs/performance-panel.md).
 _PANEL_COUNTS = select(
-    select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0))
-    .where(LedgerEntry.account == bindparam("account"))
-    .scalar_subquery(),
+    funds.BALANCE.scalar_subquery(),
     select(func.count())
     .select_from(User)
     .where(User.account == bindparam("account"))
